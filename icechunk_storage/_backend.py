@@ -1,0 +1,591 @@
+"""``BaseStorage``: the Storage contract implemented once, over a few backend primitives.
+
+Writing a backend means subclassing BaseStorage and writing these primitives. They receive
+*paths* (the key already validated and joined to the prefix), make one request each, and
+translate native errors into the ``_errors`` tree (transient failures as TransientError, so
+the shared retry loop retries them):
+
+==============================  ===========================================================
+``_get_object(path, range)``    one GET; truncate a range past the end; RangeNotSatisfiable
+                                if it starts past the end (the base turns "starts exactly at
+                                the end" into an empty result)
+``_head_object(path)``          ObjectInfo with the key set to the path
+``_put_object(path, data,``     one atomic write; mode is "overwrite", "create" or a
+``mode, content_type, meta)``   VersionInfo; AlreadyExistsError / PreconditionFailedError
+``_copy_object(src, dst, v)``   server-side copy, conditional on the source's version
+``_list_objects(path_prefix)``  async iterator of ObjectInfo (key = path) under a prefix that
+                                is "" or ends with "/"
+``_delete_objects(paths)``      one batch; returns ({deleted path: size or None}, {path: why})
+``_describe()``                 location for repr, never a secret
+``_config_key()``               what equality compares
+==============================  ===========================================================
+
+Optional primitives, with working defaults: ``_get_object_if_changed`` (default: HEAD then
+GET, racy), ``_read_into`` (default: GET then copy), ``_list_dir`` (default: from
+``_list_objects``), ``_get_objects`` (a batch of small reads in one go: set
+``_read_batch_size`` > 0), ``_aclose``, ``_reset_runtime`` (rebuild nothing eagerly: just
+forget live clients).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import copy
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, Self, TypeVar
+
+import attrs
+
+from ._errors import (
+    ConditionFailedError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    RangeNotSatisfiableError,
+    ReadOnlyStorageError,
+    RetriesExhaustedError,
+    StorageError,
+    TransientError,
+)
+from ._fetch import fetch_many, first_error
+from ._keys import join_key, normalize_list_prefix, normalize_prefix, strip_prefix, validate_key
+from ._limits import request_slots
+from ._observe import current_observer
+from ._ranges import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    SuffixByteRequest,
+    split_range,
+)
+from ._retry import RetryPolicy, call_with_retries
+from ._settings import DEFAULT_STORAGE_SETTINGS, StorageSettings
+from ._storage import (
+    Capabilities,
+    Data,
+    DeleteResult,
+    GetResult,
+    ListResult,
+    ObjectInfo,
+    PutMode,
+    Storage,
+    VersionInfo,
+)
+
+__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "WriteMode"]
+
+T = TypeVar("T")
+
+WriteMode = Literal["overwrite", "create"] | VersionInfo
+
+WRITE_ID_METADATA_KEY = "icechunk_write_id"
+"""User metadata stamped on every conditional write, to recognise our own write after a lost
+response (underscores because Azure refuses dashes; S3 lowercases keys)."""
+
+
+def check_byte_request(byte_range: object) -> None:
+    if byte_range is not None and not isinstance(
+        byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
+    ):
+        raise TypeError(
+            "Unexpected byte_range, got "
+            f"{type(byte_range).__name__} {byte_range!r}; expected RangeByteRequest, "
+            "OffsetByteRequest, SuffixByteRequest or None."
+        )
+
+
+class BaseStorage(Storage):
+    """Shared machinery; see the module docstring for what a backend writes."""
+
+    backend_name: ClassVar[str] = "storage"
+    native_capabilities: ClassVar[Capabilities] = Capabilities()
+    _delete_batch_size: ClassVar[int] = 1000
+    _delete_batch_concurrency: ClassVar[int] = 10
+    _read_batch_size: ClassVar[int] = 0
+    _runtime_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        prefix: str | None = None,
+        settings: StorageSettings | None = None,
+        read_only: bool = False,
+    ) -> None:
+        self._prefix = normalize_prefix(prefix)
+        if settings is not None and not isinstance(settings, StorageSettings):
+            raise ConfigurationError(
+                f"settings must be a StorageSettings, got {type(settings).__name__}."
+            )
+        self._user_settings = settings
+        self._read_only = read_only
+        self._effective: StorageSettings | None = None
+        self._retry_policy_cache: RetryPolicy | None = None
+
+    # --- configuration -------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def default_settings(self) -> StorageSettings:
+        return DEFAULT_STORAGE_SETTINGS
+
+    @property
+    def settings(self) -> StorageSettings:
+        if self._effective is None:
+            self._effective = self.default_settings().merge(self._user_settings)
+        return self._effective
+
+    @property
+    def user_settings(self) -> StorageSettings | None:
+        return self._user_settings
+
+    def with_settings(self, settings: StorageSettings | None) -> Self:
+        if settings is not None and not isinstance(settings, StorageSettings):
+            raise ConfigurationError(
+                f"settings must be a StorageSettings, got {type(settings).__name__}."
+            )
+        new = copy.copy(self)
+        new._user_settings = settings
+        new._effective = None
+        new._retry_policy_cache = None
+        new._reset_runtime()
+        return new
+
+    @property
+    def capabilities(self) -> Capabilities:
+        native, settings = self.native_capabilities, self.settings
+        writable = native.can_write and not self._read_only
+        return Capabilities(
+            can_write=writable,
+            conditional_create=writable
+            and native.conditional_create
+            and settings.conditional_create,
+            conditional_update=writable
+            and native.conditional_update
+            and settings.conditional_update,
+            conditional_read=native.conditional_read,
+        )
+
+    @property
+    def _retry_policy(self) -> RetryPolicy:
+        if self._retry_policy_cache is None:
+            self._retry_policy_cache = RetryPolicy.from_settings(self.settings)
+        return self._retry_policy_cache
+
+    def _path(self, key: str) -> str:
+        return join_key(self._prefix, validate_key(key))
+
+    def _key(self, path: str) -> str:
+        return strip_prefix(self._prefix, path)
+
+    def _check_writable(self) -> None:
+        if not self.capabilities.can_write:
+            raise ReadOnlyStorageError(f"{self!r} is read-only; writes are refused.")
+
+    async def _call(self, operation: str, key: str, request: Callable[[], Awaitable[T]]) -> T:
+        """Run one backend request under the request limit, with the shared retry policy."""
+
+        async def attempt() -> T:
+            async with request_slots():
+                observer = current_observer.get()
+                if observer is not None:
+                    observer.on_request(operation)
+                return await request()
+
+        return await call_with_retries(operation, key, attempt, self._retry_policy)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def get(self, key: str, byte_range: ByteRequest | None = None) -> GetResult:
+        path = self._path(key)
+        check_byte_request(byte_range)
+        if isinstance(byte_range, RangeByteRequest):
+            if byte_range.length == 0:
+                return await self._empty_or_raise(key, byte_range)
+            max_parts, ideal = self.settings.effective_concurrency
+            parts = split_range(byte_range.start, byte_range.end, ideal, max_parts)
+            if len(parts) > 1:
+                return await self._get_in_parts(key, path, byte_range, parts)
+        elif isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == 0:
+            return await self._empty_or_raise(key, byte_range)
+        try:
+            return await self._call("get", key, lambda: self._get_object(path, byte_range))
+        except RangeNotSatisfiableError:
+            return await self._empty_or_raise(key, byte_range)
+
+    async def _empty_or_raise(self, key: str, byte_range: ByteRequest | None) -> GetResult:
+        """A range that starts exactly at the end reads nothing; past the end is an error."""
+        info = await self.head(key)
+        if isinstance(byte_range, RangeByteRequest):
+            start = byte_range.start
+        elif isinstance(byte_range, OffsetByteRequest):
+            start = byte_range.offset
+        else:
+            start = info.size
+        if start <= info.size:
+            return GetResult(b"", info.version)
+        raise RangeNotSatisfiableError(
+            f"Byte range {byte_range} of {key!r} starts at byte {start}, past the end of the "
+            f"object ({info.size} bytes)."
+        )
+
+    async def _get_in_parts(
+        self,
+        key: str,
+        path: str,
+        byte_range: RangeByteRequest,
+        parts: list[tuple[int, int]],
+    ) -> GetResult:
+        """Read parts concurrently straight into one buffer; retry if the object changed."""
+        for _ in range(self._retry_policy.max_tries):
+            buffer = bytearray(byte_range.length)
+            view = memoryview(buffer)
+            outcomes: list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
+
+            async def read_part(index: int, start: int, end: int) -> None:
+                target = view[start - byte_range.start : end - byte_range.start]
+                try:
+                    outcomes[index] = await self._call(
+                        "get", key, lambda: self._read_into(path, start, target)
+                    )
+                except RangeNotSatisfiableError:
+                    outcomes[index] = (None, 0)  # this part starts past the end
+                finally:
+                    target.release()
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, (start, end) in enumerate(parts):
+                        group.create_task(read_part(index, start, end))
+            except BaseExceptionGroup as group_error:
+                raise first_error(group_error) from None
+            finally:
+                view.release()
+            versions = {version for version, _ in outcomes if version is not None}
+            if len(versions) > 1:
+                continue  # the object changed between parts: read it again
+            if not versions:
+                return await self._empty_or_raise(key, byte_range)
+            version = versions.pop()
+            total = 0
+            for (start, end), (_, read) in zip(parts, outcomes, strict=True):
+                total += read
+                if read < end - start:
+                    break
+            data: bytes | bytearray = buffer if total == len(buffer) else bytes(buffer[:total])
+            return GetResult(data, version)
+        raise TransientError(
+            f"{key!r} changed while it was being read in parts, on every attempt."
+        )
+
+    async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
+        path = self._path(key)
+        return await self._call(
+            "get_if_changed", key, lambda: self._get_object_if_changed(path, version)
+        )
+
+    async def head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        info = await self._call("head", key, lambda: self._head_object(path))
+        return attrs.evolve(info, key=key)
+
+    async def get_many(
+        self,
+        requests: Iterable[tuple[str, ByteRequest | None]],
+        *,
+        missing_ok: bool = False,
+    ) -> list[bytes | bytearray | None]:
+        return await fetch_many(self, requests, missing_ok=missing_ok)
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def _effective_mode(self, mode: PutMode) -> WriteMode:
+        if isinstance(mode, VersionInfo):
+            if mode.is_for_creation:
+                mode = "create"
+        elif mode not in ("overwrite", "create"):
+            raise ConfigurationError(
+                f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
+            )
+        settings, native = self.settings, self.native_capabilities
+        if mode == "create":
+            if not settings.conditional_create:
+                return "overwrite"
+            if not native.conditional_create:
+                raise ConfigurationError(
+                    f"{self!r} cannot create conditionally; set "
+                    "StorageSettings(unsafe_use_conditional_create=False) to overwrite instead."
+                )
+        elif isinstance(mode, VersionInfo):
+            if not settings.conditional_update:
+                return "overwrite"
+            if not native.conditional_update:
+                raise ConfigurationError(
+                    f"{self!r} cannot update conditionally; set "
+                    "StorageSettings(unsafe_use_conditional_update=False) to overwrite instead."
+                )
+        return mode
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        path = self._path(key)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
+            )
+        self._check_writable()
+        write_mode = self._effective_mode(mode)
+        settings = self.settings
+        user_metadata = dict(metadata or {}) if settings.use_metadata else {}
+        if not settings.use_metadata:
+            content_type = None
+        write_id = None
+        if write_mode != "overwrite" and settings.use_metadata:
+            write_id = uuid.uuid4().hex
+            user_metadata[WRITE_ID_METADATA_KEY] = write_id
+        try:
+            return await self._call(
+                "put",
+                key,
+                lambda: self._put_object(path, data, write_mode, content_type, user_metadata),
+            )
+        except (ConditionFailedError, RetriesExhaustedError):
+            if write_id is None:
+                raise
+            version = await self._readback(path, write_id)
+            if version is None:
+                raise
+            return version
+
+    async def _readback(self, path: str, write_id: str) -> VersionInfo | None:
+        """After a failed condition or a lost response: is the object there our own write?
+
+        A retried conditional write whose first response was lost trips its own condition;
+        finding our write id on the object proves the write happened (Icechunk §2.4).
+        """
+        try:
+            info = await self._call("head", path, lambda: self._head_object(path))
+        except ObjectNotFoundError:
+            return None
+        if info.metadata.get(WRITE_ID_METADATA_KEY) == write_id:
+            return info.version
+        return None
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        source_path, destination_path = self._path(source), self._path(destination)
+        self._check_writable()
+        if if_version is not None and not self.settings.conditional_update:
+            if_version = None
+        return await self._call(
+            "copy",
+            source,
+            lambda: self._copy_object(source_path, destination_path, if_version),
+        )
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        self._check_writable()
+        _, errors = await self._call("delete", key, lambda: self._delete_objects([path]))
+        if errors:
+            raise StorageError(f"Could not delete {key!r}: {errors[path]}")
+
+    async def delete_many(
+        self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
+    ) -> DeleteResult:
+        self._check_writable()
+        limit = asyncio.Semaphore(self._delete_batch_concurrency)
+        results: list[DeleteResult] = []
+
+        async def delete_batch(batch: dict[str, int | None]) -> None:
+            try:
+                async with limit:
+                    deleted, failed = await self._call(
+                        "delete_many",
+                        self._key(next(iter(batch))),
+                        lambda: self._delete_objects(list(batch)),
+                    )
+            except StorageError as exc:
+                deleted, failed = {}, dict.fromkeys(batch, str(exc))
+            results.append(
+                DeleteResult(
+                    deleted_objects=len(deleted),
+                    deleted_bytes=sum(
+                        (batch[path] if batch[path] is not None else size) or 0
+                        for path, size in deleted.items()
+                    ),
+                    errors={self._key(path): why for path, why in failed.items()},
+                )
+            )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                batch: dict[str, int | None] = {}
+                async for item in _aiter(items):
+                    if isinstance(item, ObjectInfo):
+                        batch[self._path(item.key)] = item.size
+                    else:
+                        batch[self._path(item)] = None
+                    if len(batch) >= self._delete_batch_size:
+                        group.create_task(delete_batch(batch))
+                        batch = {}
+                if batch:
+                    group.create_task(delete_batch(batch))
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        return sum(results, DeleteResult())
+
+    # --- listing ---------------------------------------------------------------------------
+
+    def _list_path_prefix(self, prefix: str) -> str:
+        relative = normalize_list_prefix(prefix)
+        if not self._prefix:
+            return relative
+        return f"{self._prefix}/{relative}"
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+        path_prefix = self._list_path_prefix(prefix)
+        cut = len(self._prefix) + 1 if self._prefix else 0
+        async for info in self._list_objects(path_prefix):
+            yield attrs.evolve(info, key=info.key[cut:])
+
+    async def list_dir(self, prefix: str = "") -> ListResult:
+        path_prefix = self._list_path_prefix(prefix)
+        listed = await self._call("list", prefix, lambda: self._list_dir(path_prefix))
+        cut = len(self._prefix) + 1 if self._prefix else 0
+        return ListResult(
+            objects=[attrs.evolve(info, key=info.key[cut:]) for info in listed.objects],
+            prefixes=[p[cut:] for p in listed.prefixes],
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        await self._aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, BaseStorage)
+        return (
+            self._config_key() == other._config_key()
+            and self._user_settings == other._user_settings
+            and self._read_only == other._read_only
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._config_key()))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._runtime_attributes:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_runtime()
+
+    # --- primitives ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult: ...
+
+    @abc.abstractmethod
+    async def _head_object(self, path: str) -> ObjectInfo: ...
+
+    @abc.abstractmethod
+    async def _put_object(
+        self,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+    ) -> VersionInfo: ...
+
+    @abc.abstractmethod
+    async def _copy_object(
+        self, source: str, destination: str, version: VersionInfo | None
+    ) -> VersionInfo: ...
+
+    @abc.abstractmethod
+    def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]: ...
+
+    @abc.abstractmethod
+    async def _delete_objects(
+        self, paths: list[str]
+    ) -> tuple[dict[str, int | None], dict[str, str]]: ...
+
+    @abc.abstractmethod
+    def _describe(self) -> str: ...
+
+    @abc.abstractmethod
+    def _config_key(self) -> object: ...
+
+    async def _get_object_if_changed(
+        self, path: str, version: VersionInfo
+    ) -> GetResult | None:
+        """Default: HEAD, then GET if changed. Not atomic: override where the server can."""
+        info = await self._head_object(path)
+        if info.version == version:
+            return None
+        return await self._get_object(path, None)
+
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int]:
+        """Read ``len(out)`` bytes from ``start`` into ``out``; return version, bytes read."""
+        result = await self._get_object(path, RangeByteRequest(start, start + len(out)))
+        read = len(result.data)
+        out[:read] = result.data
+        return result.version, read
+
+    async def _list_dir(self, path_prefix: str) -> ListResult:
+        """Default: derive one level from the recursive listing."""
+        objects: list[ObjectInfo] = []
+        prefixes: set[str] = set()
+        async for info in self._list_objects(path_prefix):
+            rest = info.key[len(path_prefix) :]
+            head, sep, _ = rest.partition("/")
+            if sep:
+                prefixes.add(path_prefix + head + "/")
+            else:
+                objects.append(info)
+        return ListResult(objects=objects, prefixes=sorted(prefixes))
+
+    async def _get_objects(
+        self, requests: list[tuple[str, ByteRequest | None]]
+    ) -> list[GetResult | StorageError]:
+        """Batch primitive for backends with ``_read_batch_size > 0``; errors per item."""
+        raise NotImplementedError
+
+    async def _aclose(self) -> None:
+        """Release live clients for the running loop."""
+
+    def _reset_runtime(self) -> None:
+        """Forget live clients and tasks (after unpickling or ``with_settings``)."""
+
+
+async def _aiter(
+    items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo],
+) -> AsyncIterator[str | ObjectInfo]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item

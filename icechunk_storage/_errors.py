@@ -1,0 +1,159 @@
+"""Every error this package raises.
+
+The tree, and who has to act on each::
+
+    StorageError                        base of everything raised here
+    ├── ObjectNotFoundError             also FileNotFoundError: the key holds no object
+    ├── ConditionFailedError            a conditional write or copy met another version
+    │   ├── AlreadyExistsError          also FileExistsError: put(mode="create") found an object
+    │   └── PreconditionFailedError     put/copy at version V: the object is no longer at V
+    ├── RangeNotSatisfiableError        also ValueError: the byte range starts past the end
+    ├── InvalidKeyError                 also ValueError: absolute, "..", control characters
+    ├── ConfigurationError              also ValueError: bad settings or constructor arguments
+    ├── ReadOnlyStorageError            a write on storage that cannot write
+    ├── PermissionDeniedError           also PermissionError: the credentials lack a right
+    ├── AuthenticationError             the credentials were rejected
+    │   └── CredentialsRefreshError     the user's get_credentials callback failed
+    ├── TransientError                  safe to retry; the retry loop catches only these
+    │   ├── ThrottledError              429, 503 SlowDown
+    │   ├── StorageTimeoutError         also TimeoutError
+    │   ├── ConnectionLostError         reset, refused, body cut short
+    │   └── ServerError                 500, 502, 504 ...
+    └── RetriesExhaustedError           a transient failure outlived the retry budget
+
+Retryability is a property of the class: the retry loop never parses message text.
+Backends translate their native errors into this tree at one boundary and chain the original
+with ``raise ... from exc``. Messages are full sentences and never contain a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "AuthenticationError",
+    "ConditionFailedError",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "CredentialsRefreshError",
+    "InvalidKeyError",
+    "ObjectNotFoundError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "RangeNotSatisfiableError",
+    "ReadOnlyStorageError",
+    "RetriesExhaustedError",
+    "ServerError",
+    "StorageError",
+    "StorageTimeoutError",
+    "ThrottledError",
+    "TransientError",
+]
+
+
+class StorageError(Exception):
+    """Base class of every error raised by icechunk_storage."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The key holds no object. Caught as ``FileNotFoundError`` too."""
+
+    def __init__(self, key: str, message: str | None = None) -> None:
+        self.key = key
+        super().__init__(message or f"No object at key {key!r}.")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConditionFailedError(StorageError):
+    """A conditional write or copy found the object at another version than required."""
+
+
+class AlreadyExistsError(ConditionFailedError, FileExistsError):
+    """``put(mode="create")`` found an object already at the key."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"Refused to create {key!r}: an object already exists there "
+            "(conditional create, If-None-Match: *)."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class PreconditionFailedError(ConditionFailedError):
+    """A write or copy conditional on version V found the object at another version, or gone."""
+
+    def __init__(self, key: str, expected: object, message: str | None = None) -> None:
+        self.key = key
+        self.expected = expected
+        super().__init__(
+            message
+            or f"Refused to write {key!r}: it is no longer at the expected version {expected}."
+        )
+
+
+class RangeNotSatisfiableError(StorageError, ValueError):
+    """The byte range starts past the end of the object."""
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """The key is not a valid relative key (absolute, a ``..`` segment, control characters)."""
+
+
+class ConfigurationError(StorageError, ValueError):
+    """Invalid settings or constructor arguments. Caught as ``ValueError`` too."""
+
+
+class ReadOnlyStorageError(StorageError):
+    """A write was attempted on a storage that cannot write."""
+
+
+class PermissionDeniedError(StorageError, PermissionError):
+    """The server refused the operation for these credentials (HTTP 403)."""
+
+
+class AuthenticationError(StorageError):
+    """The server rejected the credentials (bad key, bad signature, expired token)."""
+
+
+class CredentialsRefreshError(AuthenticationError):
+    """The user's ``get_credentials`` callback failed and no valid credential is left."""
+
+
+class TransientError(StorageError):
+    """A failure that may succeed when retried. Only these are retried."""
+
+
+class ThrottledError(TransientError):
+    """The server asked us to slow down (429, 503 SlowDown)."""
+
+
+class StorageTimeoutError(TransientError, TimeoutError):
+    """A request did not complete in time."""
+
+
+class ConnectionLostError(TransientError):
+    """The connection failed: refused, reset, or the body was cut short."""
+
+
+class ServerError(TransientError):
+    """The server failed (500, 502, 504 ...)."""
+
+
+class RetriesExhaustedError(StorageError):
+    """A transient failure persisted through every attempt the retry settings allow.
+
+    ``attempts`` is the number of attempts made; the last failure is chained as ``__cause__``.
+    """
+
+    def __init__(self, operation: str, key: str, attempts: int, last: BaseException) -> None:
+        self.operation = operation
+        self.key = key
+        self.attempts = attempts
+        super().__init__(
+            f"{operation} of {key!r} failed after {attempts} attempts; last error: {last}. "
+            "Raise StorageRetriesSettings.max_tries to try longer."
+        )

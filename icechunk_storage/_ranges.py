@@ -1,0 +1,102 @@
+"""Byte ranges: the three request kinds, and how large ranges are split into parts."""
+
+from __future__ import annotations
+
+import math
+
+import attrs
+
+__all__ = [
+    "ByteRequest",
+    "OffsetByteRequest",
+    "RangeByteRequest",
+    "SuffixByteRequest",
+    "split_for_multipart",
+    "split_range",
+]
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(
+            f"{type(instance).__name__}.{attribute.name} must be an int, got {value!r}."
+        )
+    if value < 0:
+        raise ValueError(f"{type(instance).__name__}.{attribute.name} must be >= 0, got {value}.")
+
+
+@attrs.frozen
+class RangeByteRequest:
+    """Bytes ``start`` (inclusive) to ``end`` (exclusive): HTTP ``Range: bytes=start-(end-1)``.
+
+    A range running past the end of the object is truncated; one starting past the end raises
+    RangeNotSatisfiableError; ``start == end`` reads nothing.
+    """
+
+    start: int = attrs.field(validator=_non_negative)
+    end: int = attrs.field(validator=_non_negative)
+
+    def __attrs_post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(
+                f"RangeByteRequest end ({self.end}) must be >= start ({self.start}); "
+                "the end is exclusive."
+            )
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@attrs.frozen
+class OffsetByteRequest:
+    """Every byte from ``offset`` to the end: HTTP ``Range: bytes=offset-``."""
+
+    offset: int = attrs.field(validator=_non_negative)
+
+
+@attrs.frozen
+class SuffixByteRequest:
+    """The last ``suffix`` bytes (the whole object if it is shorter): ``Range: bytes=-suffix``."""
+
+    suffix: int = attrs.field(validator=_non_negative)
+
+
+ByteRequest = RangeByteRequest | OffsetByteRequest | SuffixByteRequest
+
+
+def split_range(
+    start: int, end: int, ideal_size: int, max_parts: int
+) -> list[tuple[int, int]]:
+    """Split ``[start, end)`` into ``n = clamp(ceil(size/ideal_size), 1, max_parts)`` parts.
+
+    Parts are as equal as possible (the first ``size % n`` parts get one more byte), never
+    empty, with no gaps or overlaps. An empty range gives no parts.
+    """
+    if ideal_size < 1 or max_parts < 1:
+        raise ValueError("ideal_size and max_parts must be >= 1.")
+    size = end - start
+    if size <= 0:
+        return []
+    n = min(max(math.ceil(size / ideal_size), 1), max_parts, size)
+    base, extra = divmod(size, n)
+    parts = []
+    position = start
+    for index in range(n):
+        length = base + (1 if index < extra else 0)
+        parts.append((position, position + length))
+        position += length
+    return parts
+
+
+def split_for_multipart(size: int, ideal_size: int, max_parts: int) -> list[tuple[int, int]]:
+    """Parts for a multipart upload: all equal but the last, which is never empty or larger.
+
+    Some S3-compatible stores (R2) require every part but the last to have the same size.
+    Unlike Icechunk's split, this never emits an empty last part.
+    """
+    if size <= 0:
+        return [(0, 0)]
+    n = min(max(math.ceil(size / ideal_size), 1), max_parts)
+    part = math.ceil(size / n)
+    return [(offset, min(offset + part, size)) for offset in range(0, size, part)]

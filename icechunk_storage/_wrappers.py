@@ -1,0 +1,321 @@
+"""Cross-cutting behaviour by wrapping a storage, never by flags.
+
+:class:`WrappedStorage` forwards every method of the contract to ``inner``; a wrapper
+subclass overrides only what it changes. A test checks that it forwards *every* abstract
+method, so a wrapper can never silently fall back to a slower default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Generic, Self, TypeVar
+
+import attrs
+
+from ._observe import current_observer
+from ._ranges import ByteRequest
+from ._settings import StorageSettings
+from ._storage import (
+    Capabilities,
+    Data,
+    DeleteResult,
+    GetResult,
+    ListResult,
+    ObjectInfo,
+    PutMode,
+    Storage,
+    VersionInfo,
+)
+
+__all__ = ["InstrumentedStorage", "LatencyStorage", "OperationStats", "WrappedStorage"]
+
+S = TypeVar("S", bound=Storage)
+
+
+class WrappedStorage(Storage, Generic[S]):
+    """Forwards everything to ``inner``. Override ``_with_inner`` if the wrapper has state."""
+
+    def __init__(self, inner: S) -> None:
+        if not isinstance(inner, Storage):
+            raise TypeError(f"WrappedStorage needs a Storage, got {type(inner).__name__}.")
+        self.inner = inner
+
+    def _with_inner(self, inner: S) -> Self:
+        """A wrapper like this one around another inner storage."""
+        return type(self)(inner)
+
+    @property
+    def prefix(self) -> str:
+        return self.inner.prefix
+
+    @property
+    def settings(self) -> StorageSettings:
+        return self.inner.settings
+
+    def default_settings(self) -> StorageSettings:
+        return self.inner.default_settings()
+
+    def with_settings(self, settings: StorageSettings | None) -> Self:
+        return self._with_inner(self.inner.with_settings(settings))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    async def get(self, key: str, byte_range: ByteRequest | None = None) -> GetResult:
+        return await self.inner.get(key, byte_range)
+
+    async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
+        return await self.inner.get_if_changed(key, version)
+
+    async def head(self, key: str) -> ObjectInfo:
+        return await self.inner.head(key)
+
+    async def exists(self, key: str) -> bool:
+        return await self.inner.exists(key)
+
+    async def get_many(
+        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+    ) -> list[bytes | bytearray | None]:
+        return await self.inner.get_many(requests, missing_ok=missing_ok)
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        return await self.inner.put(
+            key, data, mode=mode, content_type=content_type, metadata=metadata
+        )
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        return await self.inner.copy(source, destination, if_version=if_version)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def delete_many(
+        self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
+    ) -> DeleteResult:
+        return await self.inner.delete_many(items)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+        async for info in self.inner.list(prefix):
+            yield info
+
+    async def list_dir(self, prefix: str = "") -> ListResult:
+        return await self.inner.list_dir(prefix)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, WrappedStorage)
+        return bool(self.inner == other.inner)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.inner))
+
+
+class LatencyStorage(WrappedStorage[S]):
+    """Sleeps ``latency`` seconds before every call: slow networks in tests."""
+
+    def __init__(self, inner: S, latency: float) -> None:
+        super().__init__(inner)
+        if latency < 0:
+            raise ValueError(f"latency must be >= 0 seconds, got {latency}.")
+        self.latency = latency
+
+    def _with_inner(self, inner: S) -> Self:
+        return type(self)(inner, self.latency)
+
+    async def get(self, key: str, byte_range: ByteRequest | None = None) -> GetResult:
+        await asyncio.sleep(self.latency)
+        return await super().get(key, byte_range)
+
+    async def head(self, key: str) -> ObjectInfo:
+        await asyncio.sleep(self.latency)
+        return await super().head(key)
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        await asyncio.sleep(self.latency)
+        return await super().put(
+            key, data, mode=mode, content_type=content_type, metadata=metadata
+        )
+
+    async def get_many(
+        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+    ) -> list[bytes | bytearray | None]:
+        await asyncio.sleep(self.latency)
+        return await super().get_many(requests, missing_ok=missing_ok)
+
+
+@attrs.define
+class OperationStats:
+    """Counters for one operation name."""
+
+    calls: int = 0
+    errors: int = 0
+    requests: int = 0
+    retries: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    total_seconds: float = 0.0
+    max_seconds: float = 0.0
+
+    @property
+    def mean_seconds(self) -> float:
+        return self.total_seconds / self.calls if self.calls else 0.0
+
+
+class InstrumentedStorage(WrappedStorage[S]):
+    """Counts calls, backend requests, retries, errors and bytes, and times each operation.
+
+    ``stats`` maps an operation name (``get``, ``get_many``, ``put`` ...) to its
+    :class:`OperationStats`. Backend requests and retries made inside a call (range parts,
+    retried attempts) are attributed to it. Read ``stats`` to see what a loader really does.
+    """
+
+    def __init__(self, inner: S) -> None:
+        super().__init__(inner)
+        self.stats: defaultdict[str, OperationStats] = defaultdict(OperationStats)
+
+    def reset(self) -> None:
+        self.stats.clear()
+
+    def totals(self) -> OperationStats:
+        total = OperationStats()
+        for stats in self.stats.values():
+            for field in attrs.fields(OperationStats):
+                if field.name != "max_seconds":
+                    setattr(total, field.name, getattr(total, field.name) + getattr(stats, field.name))
+            total.max_seconds = max(total.max_seconds, stats.max_seconds)
+        return total
+
+    @contextmanager
+    def _measure(self, operation: str, *, observe: bool = True) -> Iterator[OperationStats]:
+        """Count and time one call; attribute backend requests and retries inside it.
+
+        ``observe=False`` for async generators, whose steps may run in other contexts.
+        """
+        stats = self.stats[operation]
+        stats.calls += 1
+        token = current_observer.set(_Attributing(self, operation)) if observe else None
+        started = time.perf_counter()
+        try:
+            yield stats
+        except BaseException:
+            stats.errors += 1
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            stats.total_seconds += elapsed
+            stats.max_seconds = max(stats.max_seconds, elapsed)
+            if token is not None:
+                current_observer.reset(token)
+
+    async def get(self, key: str, byte_range: ByteRequest | None = None) -> GetResult:
+        with self._measure("get") as stats:
+            result = await super().get(key, byte_range)
+            stats.bytes_read += len(result.data)
+            return result
+
+    async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
+        with self._measure("get_if_changed") as stats:
+            result = await super().get_if_changed(key, version)
+            stats.bytes_read += len(result.data) if result is not None else 0
+            return result
+
+    async def head(self, key: str) -> ObjectInfo:
+        with self._measure("head"):
+            return await super().head(key)
+
+    async def exists(self, key: str) -> bool:
+        with self._measure("exists"):
+            return await super().exists(key)
+
+    async def get_many(
+        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+    ) -> list[bytes | bytearray | None]:
+        with self._measure("get_many") as stats:
+            results = await super().get_many(requests, missing_ok=missing_ok)
+            stats.bytes_read += sum(len(r) for r in results if r is not None)
+            return results
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        with self._measure("put") as stats:
+            version = await super().put(
+                key, data, mode=mode, content_type=content_type, metadata=metadata
+            )
+            stats.bytes_written += len(data)
+            return version
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        with self._measure("copy"):
+            return await super().copy(source, destination, if_version=if_version)
+
+    async def delete(self, key: str) -> None:
+        with self._measure("delete"):
+            await super().delete(key)
+
+    async def delete_many(
+        self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
+    ) -> DeleteResult:
+        with self._measure("delete_many"):
+            return await super().delete_many(items)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+        with self._measure("list", observe=False):
+            async for info in self.inner.list(prefix):
+                yield info
+
+    async def list_dir(self, prefix: str = "") -> ListResult:
+        with self._measure("list_dir"):
+            return await super().list_dir(prefix)
+
+
+@attrs.frozen
+class _Attributing:
+    """Observer that charges requests and retries to one operation of one wrapper."""
+
+    owner: InstrumentedStorage[Storage]
+    operation: str
+
+    def on_request(self, operation: str) -> None:
+        self.owner.stats[self.operation].requests += 1
+
+    def on_retry(self, operation: str, failed_attempts: int, error: BaseException) -> None:
+        self.owner.stats[self.operation].retries += 1
