@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import builtins
 import copy
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -236,49 +237,58 @@ class BaseStorage(Storage):
         key: str,
         path: str,
         byte_range: RangeByteRequest,
-        parts: list[tuple[int, int]],
+        parts: builtins.list[tuple[int, int]],
     ) -> GetResult:
         """Read parts concurrently straight into one buffer; retry if the object changed."""
         for _ in range(self._retry_policy.max_tries):
-            buffer = bytearray(byte_range.length)
-            view = memoryview(buffer)
-            outcomes: list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
+            result = await self._read_parts_once(key, path, byte_range, parts)
+            if result is not None:
+                return result
+        raise TransientError(f"{key!r} changed while it was being read in parts, on every attempt.")
 
-            async def read_part(index: int, start: int, end: int) -> None:
-                target = view[start - byte_range.start : end - byte_range.start]
-                try:
-                    outcomes[index] = await self._call(
-                        "get", key, lambda: self._read_into(path, start, target)
-                    )
-                except RangeNotSatisfiableError:
-                    outcomes[index] = (None, 0)  # this part starts past the end
-                finally:
-                    target.release()
+    async def _read_parts_once(
+        self,
+        key: str,
+        path: str,
+        byte_range: RangeByteRequest,
+        parts: builtins.list[tuple[int, int]],
+    ) -> GetResult | None:
+        """One concurrent read of every part; None if the parts saw different versions."""
+        buffer = bytearray(byte_range.length)
+        view = memoryview(buffer)
+        outcomes: builtins.list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
 
+        async def read_part(index: int, start: int, end: int) -> None:
+            target = view[start - byte_range.start : end - byte_range.start]
             try:
-                async with asyncio.TaskGroup() as group:
-                    for index, (start, end) in enumerate(parts):
-                        group.create_task(read_part(index, start, end))
-            except BaseExceptionGroup as group_error:
-                raise first_error(group_error) from None
+                outcomes[index] = await self._call(
+                    "get", key, lambda: self._read_into(path, start, target)
+                )
+            except RangeNotSatisfiableError:
+                outcomes[index] = (None, 0)  # this part starts past the end
             finally:
-                view.release()
-            versions = {version for version, _ in outcomes if version is not None}
-            if len(versions) > 1:
-                continue  # the object changed between parts: read it again
-            if not versions:
-                return await self._empty_or_raise(key, byte_range)
-            version = versions.pop()
-            total = 0
-            for (start, end), (_, read) in zip(parts, outcomes, strict=True):
-                total += read
-                if read < end - start:
-                    break
-            data: bytes | bytearray = buffer if total == len(buffer) else bytes(buffer[:total])
-            return GetResult(data, version)
-        raise TransientError(
-            f"{key!r} changed while it was being read in parts, on every attempt."
-        )
+                target.release()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, (start, end) in enumerate(parts):
+                    group.create_task(read_part(index, start, end))
+        except BaseExceptionGroup as group_error:
+            raise first_error(group_error) from None
+        finally:
+            view.release()
+        versions = {version for version, _ in outcomes if version is not None}
+        if len(versions) > 1:
+            return None
+        if not versions:
+            return await self._empty_or_raise(key, byte_range)
+        total = 0
+        for (start, end), (_, read) in zip(parts, outcomes, strict=True):
+            total += read
+            if read < end - start:
+                break
+        data: bytes | bytearray = buffer if total == len(buffer) else bytes(buffer[:total])
+        return GetResult(data, versions.pop())
 
     async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
         path = self._path(key)
@@ -453,7 +463,7 @@ class BaseStorage(Storage):
             return relative
         return f"{self._prefix}/{relative}"
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         path_prefix = self._list_path_prefix(prefix)
         cut = len(self._prefix) + 1 if self._prefix else 0
         async for info in self._list_objects(path_prefix):
@@ -527,7 +537,7 @@ class BaseStorage(Storage):
 
     @abc.abstractmethod
     async def _delete_objects(
-        self, paths: list[str]
+        self, paths: builtins.list[str]
     ) -> tuple[dict[str, int | None], dict[str, str]]: ...
 
     @abc.abstractmethod
@@ -536,18 +546,14 @@ class BaseStorage(Storage):
     @abc.abstractmethod
     def _config_key(self) -> object: ...
 
-    async def _get_object_if_changed(
-        self, path: str, version: VersionInfo
-    ) -> GetResult | None:
+    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         """Default: HEAD, then GET if changed. Not atomic: override where the server can."""
         info = await self._head_object(path)
         if info.version == version:
             return None
         return await self._get_object(path, None)
 
-    async def _read_into(
-        self, path: str, start: int, out: memoryview
-    ) -> tuple[VersionInfo, int]:
+    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
         """Read ``len(out)`` bytes from ``start`` into ``out``; return version, bytes read."""
         result = await self._get_object(path, RangeByteRequest(start, start + len(out)))
         read = len(result.data)
@@ -568,8 +574,8 @@ class BaseStorage(Storage):
         return ListResult(objects=objects, prefixes=sorted(prefixes))
 
     async def _get_objects(
-        self, requests: list[tuple[str, ByteRequest | None]]
-    ) -> list[GetResult | StorageError]:
+        self, requests: builtins.list[tuple[str, ByteRequest | None]]
+    ) -> builtins.list[GetResult | StorageError]:
         """Batch primitive for backends with ``_read_batch_size > 0``; errors per item."""
         raise NotImplementedError
 

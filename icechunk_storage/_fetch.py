@@ -27,6 +27,7 @@ from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest
 
 if TYPE_CHECKING:
     from ._backend import BaseStorage
+    from ._storage import GetResult
 
 __all__ = ["fetch_many", "first_error", "run_bounded"]
 
@@ -94,7 +95,9 @@ async def fetch_many(
 
     # A work item is (batched?, indices); Storage.get owns the edge rules and range splitting.
     work: list[tuple[bool, list[int]]] = [(False, [i]) for i in singles]
-    work += [(True, batchable[i : i + batch_size]) for i in range(0, len(batchable), batch_size or 1)]
+    work += [
+        (True, batchable[i : i + batch_size]) for i in range(0, len(batchable), batch_size or 1)
+    ]
 
     async def read_one(index: int) -> None:
         key, byte_range = listed[index]
@@ -111,7 +114,7 @@ async def fetch_many(
             return
         prefix = storage.prefix
         batch = [(join_key(prefix, listed[i][0]), listed[i][1]) for i in indices]
-        outcomes = await storage._call(
+        outcomes: list[GetResult | StorageError] = await storage._call(
             "get", listed[indices[0]][0], lambda: storage._get_objects(batch)
         )
         for index, outcome in zip(indices, outcomes, strict=True):

@@ -63,7 +63,7 @@ def strip_prefix(prefix: str, path: str) -> str:
 
 
 def normalize_list_prefix(prefix: str) -> str:
-    """A listing prefix: ``"a"`` and ``"a/"`` alike become ``"a/"``; ``""`` and ``"/"`` become ``""``.
+    """A listing prefix: ``"a"`` and ``"a/"`` become ``"a/"``; ``""`` and ``"/"`` become ``""``.
 
     Listing matches whole segments, so ``"a"`` lists ``a/x`` but not ``ab``.
     """

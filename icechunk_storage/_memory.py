@@ -19,10 +19,9 @@ from ._errors import (
     AlreadyExistsError,
     ObjectNotFoundError,
     PreconditionFailedError,
-    RangeNotSatisfiableError,
     StorageError,
 )
-from ._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from ._ranges import ByteRequest, resolve_range
 from ._settings import (
     DEFAULT_STORAGE_SETTINGS,
     StorageConcurrencySettings,
@@ -70,23 +69,9 @@ class _Entry:
 
 
 def slice_range(data: bytes, byte_range: ByteRequest | None) -> bytes:
-    """Apply a byte range to data already in memory, with the contract's edge rules."""
-    if byte_range is None:
-        return data
-    size = len(data)
-    if isinstance(byte_range, RangeByteRequest):
-        start, end = byte_range.start, min(byte_range.end, size)
-    elif isinstance(byte_range, OffsetByteRequest):
-        start, end = byte_range.offset, size
-    else:
-        assert isinstance(byte_range, SuffixByteRequest)
-        start, end = max(size - byte_range.suffix, 0), size
-    if start > size:
-        raise RangeNotSatisfiableError(
-            f"Byte range {byte_range} starts at byte {start}, past the end of the object "
-            f"({size} bytes)."
-        )
-    return data[start:end] if (start, end) != (0, size) else data
+    """Apply a byte range to data already in memory (no copy for a whole-object read)."""
+    start, end = resolve_range(byte_range, len(data))
+    return data if (start, end) == (0, len(data)) else data[start:end]
 
 
 class MemoryStorage(BaseStorage):
@@ -133,9 +118,7 @@ class MemoryStorage(BaseStorage):
                 results.append(exc)
         return results
 
-    async def _get_object_if_changed(
-        self, path: str, version: VersionInfo
-    ) -> GetResult | None:
+    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         entry = self._lookup(path)
         return None if entry.version == version else GetResult(entry.data, entry.version)
 
@@ -175,7 +158,9 @@ class MemoryStorage(BaseStorage):
 
     async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
         matching = [
-            entry.info(path) for path, entry in self._objects.items() if path.startswith(path_prefix)
+            entry.info(path)
+            for path, entry in self._objects.items()
+            if path.startswith(path_prefix)
         ]
         for info in matching:
             yield info

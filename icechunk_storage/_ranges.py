@@ -6,8 +6,11 @@ import math
 
 import attrs
 
+from ._errors import RangeNotSatisfiableError
+
 __all__ = [
     "ByteRequest",
+    "resolve_range",
     "OffsetByteRequest",
     "RangeByteRequest",
     "SuffixByteRequest",
@@ -65,9 +68,7 @@ class SuffixByteRequest:
 ByteRequest = RangeByteRequest | OffsetByteRequest | SuffixByteRequest
 
 
-def split_range(
-    start: int, end: int, ideal_size: int, max_parts: int
-) -> list[tuple[int, int]]:
+def split_range(start: int, end: int, ideal_size: int, max_parts: int) -> list[tuple[int, int]]:
     """Split ``[start, end)`` into ``n = clamp(ceil(size/ideal_size), 1, max_parts)`` parts.
 
     Parts are as equal as possible (the first ``size % n`` parts get one more byte), never
@@ -100,3 +101,25 @@ def split_for_multipart(size: int, ideal_size: int, max_parts: int) -> list[tupl
     n = min(max(math.ceil(size / ideal_size), 1), max_parts)
     part = math.ceil(size / n)
     return [(offset, min(offset + part, size)) for offset in range(0, size, part)]
+
+
+def resolve_range(byte_range: ByteRequest | None, size: int) -> tuple[int, int]:
+    """``(start, end)`` of a byte request on an object of ``size`` bytes, per the contract.
+
+    Past-the-end ranges are truncated, a long suffix is the whole object, and a start past
+    the end raises RangeNotSatisfiableError. For backends that hold the size already.
+    """
+    if byte_range is None:
+        return 0, size
+    if isinstance(byte_range, RangeByteRequest):
+        start, end = byte_range.start, min(byte_range.end, size)
+    elif isinstance(byte_range, OffsetByteRequest):
+        start, end = byte_range.offset, size
+    else:
+        start, end = max(size - byte_range.suffix, 0), size
+    if start > size:
+        raise RangeNotSatisfiableError(
+            f"Byte range {byte_range} starts at byte {start}, past the end of the object "
+            f"({size} bytes)."
+        )
+    return start, max(start, end)

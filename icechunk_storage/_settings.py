@@ -50,8 +50,8 @@ def _optional_int(minimum: int) -> Any:
 def _optional_instance(kind: type | tuple[type, ...]) -> Any:
     def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if value is not None and not isinstance(value, kind):
-            expected = kind.__name__ if isinstance(kind, type) else " or ".join(
-                k.__name__ for k in kind
+            expected = (
+                kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             )
             raise ConfigurationError(
                 f"{type(instance).__name__}.{attribute.name} must be {expected} or None, "
@@ -72,7 +72,7 @@ class _Mergeable:
                 f"Cannot merge {type(other).__name__} into {type(self).__name__}."
             )
         changes: dict[str, Any] = {}
-        for field in attrs.fields(type(self)):  # type: ignore[misc]
+        for field in attrs.fields(type(self)):  # type: ignore[arg-type]
             theirs = getattr(other, field.name)
             if theirs is None:
                 continue
@@ -105,9 +105,7 @@ class StorageTimeoutSettings(_Mergeable):
     connect_timeout_ms: int | None = attrs.field(default=None, validator=_optional_int(1))
     read_timeout_ms: int | None = attrs.field(default=None, validator=_optional_int(1))
     operation_timeout_ms: int | None = attrs.field(default=None, validator=_optional_int(1))
-    operation_attempt_timeout_ms: int | None = attrs.field(
-        default=None, validator=_optional_int(1)
-    )
+    operation_attempt_timeout_ms: int | None = attrs.field(default=None, validator=_optional_int(1))
 
 
 @attrs.frozen(kw_only=True)
@@ -152,16 +150,12 @@ class StorageSettings(_Mergeable):
     unsafe_use_conditional_update: bool | None = attrs.field(
         default=None, validator=_optional_instance(bool)
     )
-    unsafe_use_metadata: bool | None = attrs.field(
-        default=None, validator=_optional_instance(bool)
-    )
+    unsafe_use_metadata: bool | None = attrs.field(default=None, validator=_optional_instance(bool))
     storage_class: str | None = attrs.field(default=None, validator=_optional_instance(str))
     metadata_storage_class: str | None = attrs.field(
         default=None, validator=_optional_instance(str)
     )
-    chunks_storage_class: str | None = attrs.field(
-        default=None, validator=_optional_instance(str)
-    )
+    chunks_storage_class: str | None = attrs.field(default=None, validator=_optional_instance(str))
     minimum_size_for_multipart_upload: int | None = attrs.field(
         default=None, validator=_optional_int(1)
     )

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import attrs
 
@@ -109,7 +109,7 @@ class WrappedStorage(Storage, Generic[S]):
     ) -> DeleteResult:
         return await self.inner.delete_many(items)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         async for info in self.inner.list(prefix):
             yield info
 
@@ -162,9 +162,7 @@ class LatencyStorage(WrappedStorage[S]):
         metadata: Mapping[str, str] | None = None,
     ) -> VersionInfo:
         await asyncio.sleep(self.latency)
-        return await super().put(
-            key, data, mode=mode, content_type=content_type, metadata=metadata
-        )
+        return await super().put(key, data, mode=mode, content_type=content_type, metadata=metadata)
 
     async def get_many(
         self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
@@ -211,7 +209,9 @@ class InstrumentedStorage(WrappedStorage[S]):
         for stats in self.stats.values():
             for field in attrs.fields(OperationStats):
                 if field.name != "max_seconds":
-                    setattr(total, field.name, getattr(total, field.name) + getattr(stats, field.name))
+                    setattr(
+                        total, field.name, getattr(total, field.name) + getattr(stats, field.name)
+                    )
             total.max_seconds = max(total.max_seconds, stats.max_seconds)
         return total
 
@@ -297,7 +297,7 @@ class InstrumentedStorage(WrappedStorage[S]):
         with self._measure("delete_many"):
             return await super().delete_many(items)
 
-    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:  # type: ignore[override]
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         with self._measure("list", observe=False):
             async for info in self.inner.list(prefix):
                 yield info
@@ -311,7 +311,7 @@ class InstrumentedStorage(WrappedStorage[S]):
 class _Attributing:
     """Observer that charges requests and retries to one operation of one wrapper."""
 
-    owner: InstrumentedStorage[Storage]
+    owner: InstrumentedStorage[Any]
     operation: str
 
     def on_request(self, operation: str) -> None:

@@ -239,7 +239,9 @@ class StorageConformance:
 
     async def test_unsafe_settings_drop_the_conditions(self, storage: Storage) -> None:
         unsafe = storage.with_settings(
-            StorageSettings(unsafe_use_conditional_create=False, unsafe_use_conditional_update=False)
+            StorageSettings(
+                unsafe_use_conditional_create=False, unsafe_use_conditional_update=False
+            )
         )
         assert not unsafe.capabilities.conditional_create
         assert not unsafe.capabilities.conditional_update
@@ -439,7 +441,7 @@ class StorageConformance:
     ) -> None:
         with pytest.raises(InvalidKeyError):
             await storage.put(key, b"x")
-        with pytest.raises(ValueError, match="[Kk]ey"):
+        with pytest.raises(ValueError, match=r"[Kk]ey"):
             await storage.get(key)
         with pytest.raises(InvalidKeyError):
             await storage.delete(key)

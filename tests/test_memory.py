@@ -40,11 +40,14 @@ class _SlowMemory(MemoryStorage):
     """Every read waits, so a fetch can be cancelled while its workers are mid-read."""
 
     started = 0
+    three_started = asyncio.Event()
 
-    async def _get_objects(self, requests: list[tuple[str, ByteRequest | None]]) -> list[
-        GetResult | StorageError
-    ]:
+    async def _get_objects(
+        self, requests: list[tuple[str, ByteRequest | None]]
+    ) -> list[GetResult | StorageError]:
         type(self).started += 1
+        if type(self).started == 3:
+            type(self).three_started.set()
         await asyncio.sleep(10)
         return await super()._get_objects(requests)
 
@@ -55,8 +58,7 @@ async def test_cancelling_a_fetch_mid_read_leaves_no_task() -> None:
         await storage.put(f"k/{i}", b"x")
     before = asyncio.all_tasks()
     task = asyncio.ensure_future(storage.get_many([(f"k/{i}", None) for i in range(600)]))
-    while _SlowMemory.started < 3:  # 600 reads in batches of 256: three workers mid-read
-        await asyncio.sleep(0.001)
+    await _SlowMemory.three_started.wait()  # 600 reads in batches of 256: 3 workers mid-read
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

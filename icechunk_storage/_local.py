@@ -1,0 +1,446 @@
+"""Local filesystem storage: one file per object under a root directory.
+
+* **Blocking work runs on a dedicated thread pool**, never on the event loop, through
+  module-level sync functions. We measured a thread hop at 70-120 us of CPU on the target
+  machines, against ~13 us for a small ``os.pread``; so a batch of small reads from the chunk
+  fetch path crosses to a worker thread *once* (``_read_batch_size``), and aiofiles (three
+  hops per read: open, read, close) is not used.
+* **Writes are atomic**: a temporary file under ``<root>/.icechunk-storage/tmp`` is written,
+  fsynced and renamed into place, so a reader never sees half an object and a crash leaves
+  no partial object (only a stray temporary file, never visible as an object).
+* **Conditional create** links the temporary file to the target name, which fails atomically
+  if the target exists. **Conditional update** is safe across threads and processes on one
+  machine: an exclusive ``flock`` per key is held while the current version is checked and
+  the new file renamed in (Icechunk's local storage loses commits here; this one does not).
+* **Versions** are ``"<inode>-<mtime_ns>-<size>"``; every write stamps a fresh nanosecond
+  mtime strictly later than the file it replaces, so the version changes whenever the
+  content is written.
+* Directories are created where a write needs them and empty ones are removed after deletes.
+  Keys cannot leave the root (the shared key rules refuse absolute keys and ``..``); the
+  top-level ``.icechunk-storage`` directory is reserved. Symbolic links placed inside the root
+  by whoever controls it are followed.
+* User metadata and content types are not kept (Icechunk's local storage does not keep them
+  either), so ``unsafe_use_metadata`` defaults to False here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import hashlib
+import os
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import ClassVar, TypeVar
+
+from ._backend import BaseStorage, WriteMode
+from ._errors import (
+    AlreadyExistsError,
+    ConfigurationError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    StorageError,
+)
+from ._memory import LOCAL_DEFAULTS
+from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
+from ._settings import StorageSettings
+from ._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+
+__all__ = ["LocalFileSystemStorage", "local_filesystem_storage"]
+
+T = TypeVar("T")
+
+RESERVED = ".icechunk-storage"
+"""Top-level directory for temporary files and locks; never listed, never a key."""
+
+_POOL_SIZE = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(_POOL_SIZE, thread_name_prefix="icechunk-storage-file")
+    return _pool
+
+
+def _forget_pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+async def _run(function: Callable[..., T], *args: object) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_executor(), function, *args)
+
+
+# --- sync building blocks: each runs on a pool thread --------------------------------------
+
+
+def _version(stat: os.stat_result) -> VersionInfo:
+    return VersionInfo(etag=f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"')
+
+
+def _info(path: str, stat: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        key=path,
+        size=stat.st_size,
+        last_modified=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC),
+        version=_version(stat),
+    )
+
+
+def _open_for_read(file: str, path: str) -> int:
+    try:
+        return os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise ObjectNotFoundError(path) from None
+    except PermissionError as exc:
+        raise PermissionDeniedError(f"Cannot read {path!r}: {exc.strerror}.") from exc
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]  # a short read: keep reading until the range or the file ends
+    while length > (got := sum(map(len, parts))):
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+    return b"".join(parts)
+
+
+def _read(file: str, path: str, byte_range: ByteRequest | None) -> GetResult:
+    fd = _open_for_read(file, path)
+    try:
+        stat = os.fstat(fd)
+        if not _is_file(stat):
+            raise ObjectNotFoundError(path)
+        start, end = resolve_range(byte_range, stat.st_size)
+        return GetResult(_pread_all(fd, end - start, start), _version(stat))
+    finally:
+        os.close(fd)
+
+
+def _read_many(
+    items: list[tuple[str, str, ByteRequest | None]],
+) -> list[GetResult | StorageError]:
+    results: list[GetResult | StorageError] = []
+    for file, path, byte_range in items:
+        try:
+            results.append(_read(file, path, byte_range))
+        except StorageError as exc:
+            results.append(exc)
+    return results
+
+
+def _read_into(file: str, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    fd = _open_for_read(file, path)
+    try:
+        stat = os.fstat(fd)
+        resolve_range(OffsetByteRequest(start), stat.st_size)  # raises if start is past the end
+        done = 0
+        while done < len(out):
+            read = os.preadv(fd, [out[done:]], start + done)
+            if read == 0:
+                break
+            done += read
+        return _version(stat), done
+    finally:
+        os.close(fd)
+
+
+def _read_if_changed(file: str, path: str, version: VersionInfo) -> GetResult | None:
+    fd = _open_for_read(file, path)
+    try:
+        stat = os.fstat(fd)
+        if _version(stat) == version:
+            return None
+        return GetResult(_pread_all(fd, stat.st_size, 0), _version(stat))
+    finally:
+        os.close(fd)
+
+
+def _head(file: str, path: str) -> ObjectInfo:
+    try:
+        stat = os.stat(file)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ObjectNotFoundError(path) from None
+    if not _is_file(stat):
+        raise ObjectNotFoundError(path)
+    return _info(path, stat)
+
+
+def _is_file(stat: os.stat_result) -> bool:
+    return (stat.st_mode & 0o170000) == 0o100000
+
+
+class _Root:
+    """Sync file operations under one root directory."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.reserved = os.path.join(root, RESERVED)
+
+    def file(self, path: str) -> str:
+        if path.split("/", 1)[0] == RESERVED:
+            raise InvalidKeyError(f"Keys under {RESERVED!r} are reserved by the local storage.")
+        return os.path.join(self.root, *path.split("/"))
+
+    def _temporary(self, data: Data, not_before_ns: int) -> str:
+        """Write ``data`` to a fsynced temporary file with a fresh, later mtime."""
+        directory = os.path.join(self.reserved, "tmp")
+        os.makedirs(directory, exist_ok=True)
+        temporary = os.path.join(directory, uuid.uuid4().hex)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data).cast("B")
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+            stamp = max(time.time_ns(), not_before_ns + 1)
+            os.utime(fd, ns=(stamp, stamp))
+        except BaseException:
+            os.close(fd)
+            os.unlink(temporary)
+            raise
+        os.close(fd)
+        return temporary
+
+    @staticmethod
+    def _mtime_ns(file: str) -> int:
+        try:
+            return os.stat(file).st_mtime_ns
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+
+    def _place(self, temporary: str, file: str, *, exclusive: bool) -> None:
+        """Rename (or, exclusively, link) the temporary file into place, making directories.
+
+        A concurrent delete may remove an empty parent directory between our makedirs and
+        the rename: so retry a few times.
+        """
+        for attempt in range(5):
+            os.makedirs(os.path.dirname(file), exist_ok=True)
+            try:
+                if exclusive:
+                    os.link(temporary, file)
+                    os.unlink(temporary)
+                else:
+                    os.replace(temporary, file)
+                return
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+
+    def put(self, path: str, data: Data, mode: WriteMode) -> VersionInfo:
+        file = self.file(path)
+        temporary = self._temporary(data, self._mtime_ns(file))
+        try:
+            if mode == "overwrite":
+                self._place(temporary, file, exclusive=False)
+            elif mode == "create":
+                try:
+                    self._place(temporary, file, exclusive=True)
+                except FileExistsError:
+                    raise AlreadyExistsError(path) from None
+            else:
+                with self._locked(path):
+                    try:
+                        current = _version(os.stat(file))
+                    except (FileNotFoundError, NotADirectoryError):
+                        current = None
+                    if current != mode:
+                        raise PreconditionFailedError(path, mode)
+                    # The version must change even within one clock tick.
+                    stamp = max(time.time_ns(), self._mtime_ns(file) + 1)
+                    os.utime(temporary, ns=(stamp, stamp))
+                    self._place(temporary, file, exclusive=False)
+            return _version(os.stat(file))
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+    def copy(self, source: str, destination: str, version: VersionInfo | None) -> VersionInfo:
+        fd = _open_for_read(self.file(source), source)
+        try:
+            stat = os.fstat(fd)
+            if version is not None and _version(stat) != version:
+                raise PreconditionFailedError(source, version)
+            data = _pread_all(fd, stat.st_size, 0)
+        finally:
+            os.close(fd)
+        return self.put(destination, data, "overwrite")
+
+    def _locked(self, path: str) -> _FileLock:
+        name = hashlib.sha256(path.encode()).hexdigest()
+        return _FileLock(os.path.join(self.reserved, "locks", name))
+
+    def delete(self, paths: list[str]) -> tuple[dict[str, int | None], dict[str, str]]:
+        deleted: dict[str, int | None] = {}
+        errors: dict[str, str] = {}
+        for path in paths:
+            file = self.file(path)
+            try:
+                size = os.stat(file).st_size
+                os.unlink(file)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                errors[path] = f"{exc.strerror} ({errno.errorcode.get(exc.errno or 0, '?')})"
+                continue
+            deleted[path] = size
+            self._remove_empty_parents(os.path.dirname(file))
+        return deleted, errors
+
+    def _remove_empty_parents(self, directory: str) -> None:
+        while directory != self.root and directory.startswith(self.root):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                return
+            directory = os.path.dirname(directory)
+
+    def scan(self, path_prefix: str) -> tuple[list[ObjectInfo], list[str]]:
+        """One directory: its files, and its subdirectories as ``prefix/``."""
+        directory = self.file(path_prefix.rstrip("/")) if path_prefix else self.root
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            return objects, prefixes
+        for entry in entries:
+            name = path_prefix + entry.name
+            if name == RESERVED:
+                continue
+            try:
+                if entry.is_dir():
+                    prefixes.append(name + "/")
+                elif entry.is_file():
+                    objects.append(_info(name, entry.stat()))
+            except FileNotFoundError:
+                continue  # deleted while we listed
+        return objects, prefixes
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a lock file: excludes other threads and processes alike."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        os.makedirs(os.path.dirname(self.file), exist_ok=True)
+        self.fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+class LocalFileSystemStorage(BaseStorage):
+    """Objects as files under a root directory. Construct with :func:`local_filesystem_storage`."""
+
+    backend_name = "local"
+    _read_batch_size: ClassVar[int] = 32
+
+    def __init__(self, path: str | os.PathLike[str], *, settings: StorageSettings | None = None):
+        super().__init__(prefix=None, settings=settings)
+        self._files = _Root(os.path.abspath(os.fspath(path)))
+
+    @property
+    def root(self) -> str:
+        return self._files.root
+
+    def default_settings(self) -> StorageSettings:
+        return LOCAL_DEFAULTS.merge(StorageSettings(unsafe_use_metadata=False))
+
+    def _describe(self) -> str:
+        return f"file://{self._files.root}"
+
+    def _config_key(self) -> object:
+        return self._files.root
+
+    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
+        return await _run(_read, self._files.file(path), path, byte_range)
+
+    async def _get_objects(
+        self, requests: list[tuple[str, ByteRequest | None]]
+    ) -> list[GetResult | StorageError]:
+        items = [(self._files.file(path), path, byte_range) for path, byte_range in requests]
+        return await _run(_read_many, items)
+
+    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+        return await _run(_read_into, self._files.file(path), path, start, out)
+
+    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
+        return await _run(_read_if_changed, self._files.file(path), path, version)
+
+    async def _head_object(self, path: str) -> ObjectInfo:
+        return await _run(_head, self._files.file(path), path)
+
+    async def _put_object(
+        self,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+    ) -> VersionInfo:
+        self._files.file(path)  # refuse reserved keys before any I/O
+        return await _run(self._files.put, path, data, mode)
+
+    async def _copy_object(
+        self, source: str, destination: str, version: VersionInfo | None
+    ) -> VersionInfo:
+        self._files.file(destination)
+        return await _run(self._files.copy, source, destination, version)
+
+    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
+        pending = [path_prefix]
+        while pending:
+            objects, prefixes = await _run(self._files.scan, pending.pop())
+            for info in objects:
+                yield info
+            pending.extend(prefixes)
+
+    async def _list_dir(self, path_prefix: str) -> ListResult:
+        objects, prefixes = await _run(self._files.scan, path_prefix)
+        return ListResult(objects=objects, prefixes=sorted(prefixes))
+
+    async def _delete_objects(
+        self, paths: list[str]
+    ) -> tuple[dict[str, int | None], dict[str, str]]:
+        for path in paths:
+            self._files.file(path)
+        return await _run(self._files.delete, paths)
+
+
+def local_filesystem_storage(path: str | os.PathLike[str]) -> LocalFileSystemStorage:
+    """Storage in the directory ``path``, created on the first write. Does no I/O now.
+
+    Safe for concurrent writers on one machine, across processes: conditional create and
+    update are atomic (unlike Icechunk's local storage, which can lose concurrent commits).
+    """
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise ConfigurationError(
+            f"local_filesystem_storage needs a directory path (str or os.PathLike), got {path!r}."
+        )
+    return LocalFileSystemStorage(path)

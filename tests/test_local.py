@@ -1,0 +1,119 @@
+"""The local filesystem backend against the conformance suite, plus what only it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from icechunk_storage import (
+    AlreadyExistsError,
+    ConfigurationError,
+    InvalidKeyError,
+    PreconditionFailedError,
+    Storage,
+    local_filesystem_storage,
+)
+from icechunk_storage._local import RESERVED, LocalFileSystemStorage
+from tests.conformance import StorageConformance
+
+
+class TestLocalFileSystemStorage(StorageConformance):
+    stores_metadata = False
+
+    @pytest.fixture
+    def storage(self, tmp_path: Path) -> Storage:
+        return local_filesystem_storage(tmp_path / "root")
+
+    async def raw_put(self, storage: Storage, key: str, data: bytes) -> None:
+        assert isinstance(storage, LocalFileSystemStorage)
+        file = Path(storage.root, key)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(data)
+
+    async def raw_get(self, storage: Storage, key: str) -> bytes | None:
+        assert isinstance(storage, LocalFileSystemStorage)
+        file = Path(storage.root, key)
+        return file.read_bytes() if file.is_file() else None
+
+
+async def test_construction_does_no_io(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path / "not" / "yet")
+    assert not (tmp_path / "not").exists()
+    assert not await storage.exists("x")
+    await storage.put("a/b", b"x")
+    assert (tmp_path / "not" / "yet" / "a" / "b").read_bytes() == b"x"
+
+
+def test_bad_path_is_a_clear_error() -> None:
+    with pytest.raises(ConfigurationError, match="directory path"):
+        local_filesystem_storage("")
+    with pytest.raises(ValueError, match="directory path"):
+        local_filesystem_storage(42)  # type: ignore[arg-type]
+
+
+async def test_reserved_directory_is_neither_key_nor_listed(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path)
+    version = await storage.put("k", b"1")
+    await storage.put("k", b"2", mode=version)  # creates a lock file under the reserved dir
+    assert (tmp_path / RESERVED).is_dir()
+    assert [i.key async for i in storage.list()] == ["k"]
+    assert (await storage.list_dir("")).prefixes == []
+    with pytest.raises(InvalidKeyError, match="reserved"):
+        await storage.put(f"{RESERVED}/tmp/x", b"x")
+
+
+async def test_deletes_remove_empty_directories(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path)
+    await storage.put("a/b/c/1", b"x")
+    await storage.put("a/2", b"x")
+    await storage.delete("a/b/c/1")
+    assert not (tmp_path / "a" / "b").exists()
+    assert (tmp_path / "a" / "2").exists()
+    await storage.delete_many(["a/2"])
+    assert not (tmp_path / "a").exists()
+
+
+async def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path)
+    version = await storage.put("k", b"1", mode="create")
+    with pytest.raises(AlreadyExistsError):
+        await storage.put("k", b"2", mode="create")
+    await storage.put("k", b"3")
+    with pytest.raises(PreconditionFailedError):
+        await storage.put("k", b"2", mode=version)  # stale: the create's version
+    await storage.put("k", b"4", mode=(await storage.head("k")).version)
+    assert version != (await storage.head("k")).version
+    assert os.listdir(tmp_path / RESERVED / "tmp") == []
+
+
+def _increment_many(root: str, times: int) -> None:
+    async def run() -> None:
+        storage = local_filesystem_storage(root)
+        for _ in range(times):
+            while True:
+                current = await storage.get("counter")
+                value = int(bytes(current.data)) + 1
+                try:
+                    await storage.put("counter", str(value).encode(), mode=current.version)
+                    break
+                except PreconditionFailedError:
+                    continue
+
+    asyncio.run(run())
+
+
+async def test_compare_and_swap_is_safe_across_processes(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path)
+    await storage.put("counter", b"0")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_increment_many, args=(str(tmp_path), 25)) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        await asyncio.to_thread(worker.join, 120)
+        assert worker.exitcode == 0
+    assert bytes((await storage.get("counter")).data) == b"100"
