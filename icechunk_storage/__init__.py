@@ -27,6 +27,7 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
+from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
 from ._memory import MemoryStorage, in_memory_storage
 from ._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
@@ -64,6 +65,7 @@ __all__ = [
     "InstrumentedStorage",
     "InvalidKeyError",
     "LatencyStorage",
+    "LocalFileSystemStorage",
     "ListResult",
     "MemoryStorage",
     "ObjectInfo",
@@ -92,5 +94,6 @@ __all__ = [
     "WrappedStorage",
     "get_max_concurrent_requests",
     "in_memory_storage",
+    "local_filesystem_storage",
     "set_max_concurrent_requests",
 ]

@@ -201,6 +201,12 @@ class InstrumentedStorage(WrappedStorage[S]):
         super().__init__(inner)
         self.stats: defaultdict[str, OperationStats] = defaultdict(OperationStats)
 
+    def _with_inner(self, inner: S) -> Self:
+        """``with_settings`` copies count into the same ``stats``."""
+        wrapper = type(self)(inner)
+        wrapper.stats = self.stats
+        return wrapper
+
     def reset(self) -> None:
         self.stats.clear()
 
