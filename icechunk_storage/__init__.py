@@ -27,8 +27,8 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
-from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
+from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
 from ._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from ._settings import (
