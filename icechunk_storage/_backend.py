@@ -306,8 +306,11 @@ class BaseStorage(Storage):
         requests: Iterable[tuple[str, ByteRequest | None]],
         *,
         missing_ok: bool = False,
+        max_concurrency: int | None = None,
     ) -> list[bytes | bytearray | None]:
-        return await fetch_many(self, requests, missing_ok=missing_ok)
+        return await fetch_many(
+            self, requests, missing_ok=missing_ok, max_concurrency=max_concurrency
+        )
 
     # --- writes ----------------------------------------------------------------------------
 

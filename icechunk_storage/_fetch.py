@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from ._errors import ObjectNotFoundError, RangeNotSatisfiableError, StorageError
+from ._errors import ConfigurationError, ObjectNotFoundError, RangeNotSatisfiableError, StorageError
 from ._keys import join_key, validate_key
 from ._limits import get_max_concurrent_requests
 from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest
@@ -70,8 +70,15 @@ async def fetch_many(
     requests: Iterable[tuple[str, ByteRequest | None]],
     *,
     missing_ok: bool = False,
+    max_concurrency: int | None = None,
 ) -> list[bytes | bytearray | None]:
     """See ``Storage.get_many``."""
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}.")
     from ._backend import check_byte_request
 
     listed: Sequence[tuple[str, ByteRequest | None]] = (
@@ -127,5 +134,6 @@ async def fetch_many(
             else:
                 raise outcome
 
-    await run_bounded(work, read, min(get_max_concurrent_requests(), len(work)))
+    workers = min(get_max_concurrent_requests(), max_concurrency or len(work), len(work))
+    await run_bounded(work, read, workers)
     return results

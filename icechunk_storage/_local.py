@@ -359,7 +359,7 @@ class LocalFileSystemStorage(BaseStorage):
     """Objects as files under a root directory. Construct with :func:`local_filesystem_storage`."""
 
     backend_name = "local"
-    _read_batch_size: ClassVar[int] = 32
+    _read_batch_size: ClassVar[int] = 256
 
     def __init__(self, path: str | os.PathLike[str], *, settings: StorageSettings | None = None):
         super().__init__(prefix=None, settings=settings)

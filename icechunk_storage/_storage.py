@@ -220,13 +220,14 @@ class Storage(abc.ABC):
         requests: Iterable[tuple[str, ByteRequest | None]],
         *,
         missing_ok: bool = False,
+        max_concurrency: int | None = None,
     ) -> list[bytes | bytearray | None]:
         """The chunk fetch path: read many ``(key, byte range)`` pairs, results in request order.
 
-        Requests run concurrently under the process-wide request limit; large ranges are split
-        and reassembled; the first error cancels the rest and is raised, and no task outlives
-        the call. A missing key raises ObjectNotFoundError, or gives None with
-        ``missing_ok=True``.
+        Requests run concurrently under the process-wide request limit, and at most
+        ``max_concurrency`` at a time for this call when given; large ranges are split and
+        reassembled; the first error cancels the rest and is raised, and no task outlives the
+        call. A missing key raises ObjectNotFoundError, or gives None with ``missing_ok=True``.
         """
 
     # --- writes ----------------------------------------------------------------------------

@@ -79,9 +79,15 @@ class WrappedStorage(Storage, Generic[S]):
         return await self.inner.exists(key)
 
     async def get_many(
-        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+        self,
+        requests: Iterable[tuple[str, ByteRequest | None]],
+        *,
+        missing_ok: bool = False,
+        max_concurrency: int | None = None,
     ) -> list[bytes | bytearray | None]:
-        return await self.inner.get_many(requests, missing_ok=missing_ok)
+        return await self.inner.get_many(
+            requests, missing_ok=missing_ok, max_concurrency=max_concurrency
+        )
 
     async def put(
         self,
@@ -165,10 +171,16 @@ class LatencyStorage(WrappedStorage[S]):
         return await super().put(key, data, mode=mode, content_type=content_type, metadata=metadata)
 
     async def get_many(
-        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+        self,
+        requests: Iterable[tuple[str, ByteRequest | None]],
+        *,
+        missing_ok: bool = False,
+        max_concurrency: int | None = None,
     ) -> list[bytes | bytearray | None]:
         await asyncio.sleep(self.latency)
-        return await super().get_many(requests, missing_ok=missing_ok)
+        return await super().get_many(
+            requests, missing_ok=missing_ok, max_concurrency=max_concurrency
+        )
 
 
 @attrs.define
@@ -264,10 +276,16 @@ class InstrumentedStorage(WrappedStorage[S]):
             return await super().exists(key)
 
     async def get_many(
-        self, requests: Iterable[tuple[str, ByteRequest | None]], *, missing_ok: bool = False
+        self,
+        requests: Iterable[tuple[str, ByteRequest | None]],
+        *,
+        missing_ok: bool = False,
+        max_concurrency: int | None = None,
     ) -> list[bytes | bytearray | None]:
         with self._measure("get_many") as stats:
-            results = await super().get_many(requests, missing_ok=missing_ok)
+            results = await super().get_many(
+                requests, missing_ok=missing_ok, max_concurrency=max_concurrency
+            )
             stats.bytes_read += sum(len(r) for r in results if r is not None)
             return results
 

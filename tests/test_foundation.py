@@ -304,6 +304,18 @@ async def test_one_request_limit_is_shared_by_every_storage() -> None:
         set_max_concurrent_requests(0)
 
 
+async def test_get_many_max_concurrency_bounds_one_call() -> None:
+    storage = _CountingMemory()
+    for i in range(40):
+        await storage.put(f"k{i}", b"x")
+    _CountingMemory._read_batch_size = 0
+    _CountingMemory.peak = 0
+    await storage.get_many([(f"k{i}", None) for i in range(40)], max_concurrency=3)
+    assert _CountingMemory.peak == 3
+    with pytest.raises(ValueError, match="max_concurrency"):
+        await storage.get_many([("k1", None)], max_concurrency=0)
+
+
 # --- wrappers ------------------------------------------------------------------------------
 
 
