@@ -63,6 +63,7 @@ from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
 from ._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from ._refresher import RefreshStats, refresh_stats
+from ._s3 import ChecksumAlgorithm, S3Options, S3Storage, r2_storage, s3_storage, tigris_storage
 from ._settings import (
     StorageConcurrencySettings,
     StorageRetriesSettings,
@@ -97,6 +98,7 @@ __all__ = [
     "BaseStorage",
     "ByteRequest",
     "Capabilities",
+    "ChecksumAlgorithm",
     "ConditionFailedError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -125,7 +127,9 @@ __all__ = [
     "RefreshStats",
     "RetriesExhaustedError",
     "S3Credentials",
+    "S3Options",
     "S3StaticCredentials",
+    "S3Storage",
     "ServerError",
     "Storage",
     "StorageConcurrencySettings",
@@ -152,11 +156,14 @@ __all__ = [
     "get_max_concurrent_requests",
     "in_memory_storage",
     "local_filesystem_storage",
+    "r2_storage",
     "refresh_stats",
     "s3_anonymous_credentials",
     "s3_credentials",
     "s3_from_env_credentials",
     "s3_refreshable_credentials",
     "s3_static_credentials",
+    "s3_storage",
     "set_max_concurrent_requests",
+    "tigris_storage",
 ]

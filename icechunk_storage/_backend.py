@@ -24,7 +24,10 @@ Optional primitives, with working defaults: ``_get_object_if_changed`` (default:
 GET, racy), ``_read_into`` (default: GET then copy), ``_list_dir`` (default: from
 ``_list_objects``), ``_get_objects`` (a batch of small reads in one go: set
 ``_read_batch_size`` > 0), ``_aclose``, ``_reset_runtime`` (rebuild nothing eagerly: just
-forget live clients).
+forget live clients), ``_put_multipart`` (set ``_supports_multipart_upload``: writes of at
+least ``minimum_size_for_multipart_upload`` bytes go to it *outside* ``_call``, because it
+makes many requests, each of which it runs through ``_call`` itself; a primitive inside
+``_call`` that waited for more request slots could deadlock the request limit).
 """
 
 from __future__ import annotations
@@ -101,9 +104,13 @@ class BaseStorage(Storage):
 
     backend_name: ClassVar[str] = "storage"
     native_capabilities: ClassVar[Capabilities] = Capabilities()
+    requires_prefix_for_repository: ClassVar[bool] = False
+    """True for cloud object stores (S3, GCS, Azure): a repository at the bucket root (an
+    empty prefix) is refused, as Icechunk does since v2.1.0."""
     _delete_batch_size: ClassVar[int] = 1000
     _delete_batch_concurrency: ClassVar[int] = 10
     _read_batch_size: ClassVar[int] = 0
+    _supports_multipart_upload: ClassVar[bool] = False
     _runtime_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -366,6 +373,13 @@ class BaseStorage(Storage):
             write_id = uuid.uuid4().hex
             user_metadata[WRITE_ID_METADATA_KEY] = write_id
         try:
+            if (
+                self._supports_multipart_upload
+                and len(data) >= settings.effective_minimum_size_for_multipart_upload
+            ):
+                return await self._put_multipart(
+                    path, data, write_mode, content_type, user_metadata
+                )
             return await self._call(
                 "put",
                 key,
@@ -580,6 +594,18 @@ class BaseStorage(Storage):
         self, requests: builtins.list[tuple[str, ByteRequest | None]]
     ) -> builtins.list[GetResult | StorageError]:
         """Batch primitive for backends with ``_read_batch_size > 0``; errors per item."""
+        raise NotImplementedError
+
+    async def _put_multipart(
+        self,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+    ) -> VersionInfo:
+        """A large write in many requests, each through ``_call``; same contract as
+        ``_put_object``. Only called when ``_supports_multipart_upload`` is True."""
         raise NotImplementedError
 
     async def _aclose(self) -> None:
