@@ -1,0 +1,52 @@
+"""The repository layer: version-controlled keys and values on any Storage.
+
+Public names are re-exported from ``icechunk_storage``; the format is described in
+``docs/repository-format.md``.
+"""
+
+from __future__ import annotations
+
+from ._config import CompressionConfig, RepositoryConfig, RepoUpdateRetryConfig
+from ._errors import (
+    BranchNotFoundError,
+    ConflictError,
+    ReadOnlySessionError,
+    RefAlreadyExistsError,
+    RefNotFoundError,
+    RepositoryAlreadyExistsError,
+    RepositoryError,
+    RepositoryFormatError,
+    RepositoryLocationError,
+    RepositoryNotFoundError,
+    SessionStateError,
+    SnapshotNotFoundError,
+    TagNotFoundError,
+    TooManyConcurrentChangesError,
+)
+from ._format import SnapshotInfo
+from ._repository import Repository
+from ._session import Session, SessionStorage
+
+__all__ = [
+    "BranchNotFoundError",
+    "CompressionConfig",
+    "ConflictError",
+    "ReadOnlySessionError",
+    "RefAlreadyExistsError",
+    "RefNotFoundError",
+    "RepoUpdateRetryConfig",
+    "Repository",
+    "RepositoryAlreadyExistsError",
+    "RepositoryConfig",
+    "RepositoryError",
+    "RepositoryFormatError",
+    "RepositoryLocationError",
+    "RepositoryNotFoundError",
+    "Session",
+    "SessionStateError",
+    "SessionStorage",
+    "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "TagNotFoundError",
+    "TooManyConcurrentChangesError",
+]

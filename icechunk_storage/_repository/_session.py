@@ -1,0 +1,576 @@
+"""Sessions: a view of one snapshot plus uncommitted changes, and the commit protocol.
+
+A session's key/value store, :attr:`Session.storage`, implements the ``Storage`` contract,
+so anything that works over a Storage (the Zarr adapter included) works over a session:
+
+* reads see the session's snapshot with the session's uncommitted writes and deletes on top;
+* a write of more than ``inline_chunk_threshold_bytes`` bytes goes at once to a new immutable
+  object ``chunks/<id>``; smaller values stay in memory and are stored inside the snapshot;
+  either way only the session sees the value until commit;
+* every value has a version (a fresh id per write), so ``put(mode="create")``,
+  ``put(mode=version)``, ``copy(if_version=...)`` and ``get_if_changed`` work within the
+  session; content type and user metadata are not kept;
+* ``commit`` writes one snapshot object (the full manifest) and then moves the branch by a
+  compare-and-swap of the info object (``Repository._update_info``).
+
+Sessions pickle with their uncommitted changes (chunk bytes are already in storage), and the
+copy works in another process. Concurrent use from several threads or loops is safe: changes
+are applied under a lock, and writes are refused while a commit is running.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+
+from .._backend import check_byte_request
+from .._errors import (
+    AlreadyExistsError,
+    ConfigurationError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+)
+from .._keys import normalize_list_prefix, validate_key
+from .._memory import slice_range
+from .._ranges import ByteRequest
+from .._settings import StorageSettings
+from .._storage import (
+    Capabilities,
+    Data,
+    DeleteResult,
+    GetResult,
+    ListResult,
+    ObjectInfo,
+    PutMode,
+    Storage,
+    VersionInfo,
+)
+from .._sync import sync
+from ._errors import (
+    ConflictError,
+    ReadOnlySessionError,
+    RepositoryFormatError,
+    SessionStateError,
+)
+from ._format import (
+    ManifestEntry,
+    RepoInfo,
+    Snapshot,
+    SnapshotInfo,
+    chunk_key,
+    new_id,
+    now_ms,
+)
+
+if TYPE_CHECKING:
+    from ._repository import Repository
+
+__all__ = ["Session", "SessionStorage"]
+
+
+class Session:
+    """A view of one snapshot, and (if writable) uncommitted changes to commit to a branch.
+
+    Get one from ``repo.writable_session(branch)`` or ``repo.readonly_session(...)``.
+    After a successful commit the session is read-only and reads the new snapshot.
+    """
+
+    def __init__(
+        self,
+        repository: Repository,
+        *,
+        branch: str | None,
+        snapshot_id: str,
+        writable: bool,
+    ) -> None:
+        self._repo = repository
+        self._branch = branch
+        self._snapshot_id = snapshot_id
+        self._writable = writable
+        self._committed = False
+        self._changes: dict[str, ManifestEntry | None] = {}  # None: deleted
+        self._lock = threading.Lock()
+        self._committing = False
+        self._manifest: Mapping[str, ManifestEntry] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "repo": self._repo,
+                "branch": self._branch,
+                "snapshot_id": self._snapshot_id,
+                "writable": self._writable,
+                "committed": self._committed,
+                "changes": dict(self._changes),
+            }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["repo"],
+            branch=state["branch"],
+            snapshot_id=state["snapshot_id"],
+            writable=state["writable"],
+        )
+        self._committed = state["committed"]
+        self._changes = state["changes"]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Session):
+            return NotImplemented
+        return self.__getstate__() == other.__getstate__()
+
+    def __hash__(self) -> int:
+        return hash((Session, self._branch, self._snapshot_id))
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else f"writable on branch {self._branch!r}"
+        return f"Session({mode}, snapshot {self._snapshot_id}, repository {self._repo!r})"
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def branch(self) -> str | None:
+        """The branch this session commits to (None for sessions on a tag or snapshot)."""
+        return self._branch
+
+    @property
+    def snapshot_id(self) -> str:
+        """The snapshot this session reads (its parent, for a commit)."""
+        return self._snapshot_id
+
+    @property
+    def read_only(self) -> bool:
+        return not self._writable or self._committed
+
+    @property
+    def has_uncommitted_changes(self) -> bool:
+        return bool(self._changes)
+
+    @property
+    def repository(self) -> Repository:
+        return self._repo
+
+    @property
+    def storage(self) -> SessionStorage:
+        """This session's key/value view as a :class:`Storage` (what the Zarr adapter wraps)."""
+        return SessionStorage(self)
+
+    def discard_changes(self) -> None:
+        """Forget every uncommitted change (chunk objects already written become garbage)."""
+        with self._lock:
+            self._check_writable()
+            self._changes.clear()
+
+    # --- commit ------------------------------------------------------------------------------
+
+    async def commit_async(
+        self,
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        allow_empty: bool = False,
+    ) -> str:
+        """See :meth:`commit`."""
+        if not isinstance(message, str):
+            raise ConfigurationError(f"message must be a str, got {type(message).__name__}.")
+        metadata = dict(metadata or {})
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"Commit metadata must be JSON-serializable (str keys; str, number, bool, "
+                f"None, list or dict values): {exc}"
+            ) from None
+        with self._lock:
+            self._check_writable()
+            if self._committing:
+                raise SessionStateError("A commit of this session is already running.")
+            if not self._changes and not allow_empty:
+                raise SessionStateError(
+                    "No changes to commit; pass allow_empty=True to commit anyway."
+                )
+            self._committing = True
+            changes = dict(self._changes)
+        try:
+            snapshot_id = await self._commit(changes, message, metadata)
+        finally:
+            self._committing = False
+        return snapshot_id
+
+    def commit(
+        self,
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        allow_empty: bool = False,
+    ) -> str:
+        """Commit the changes to the session's branch and return the new snapshot id.
+
+        Raises ConflictError (carrying ``expected_parent`` and ``actual_parent``) if the
+        branch moved since the session started; the session then keeps its changes.
+        Afterwards the session is read-only and reads the new snapshot.
+        """
+        return sync(
+            self.commit_async(message, metadata, allow_empty=allow_empty),
+            name="Session.commit",
+        )
+
+    async def _commit(
+        self, changes: Mapping[str, ManifestEntry | None], message: str, metadata: dict[str, Any]
+    ) -> str:
+        repo, branch, parent = self._repo, self._branch, self._snapshot_id
+        assert branch is not None
+        manifest = dict(await self._base_manifest())
+        for key, entry in changes.items():
+            if entry is None:
+                manifest.pop(key, None)
+            else:
+                manifest[key] = entry
+        info = SnapshotInfo(
+            id=new_id(),
+            parent_id=parent,
+            written_at=now_ms(),
+            message=message,
+            metadata=metadata,
+        )
+        await repo._write_snapshot(Snapshot(info=info, manifest=manifest))
+
+        def move_branch(repo_info: RepoInfo) -> RepoInfo:
+            tip = repo_info.branches.get(branch)
+            if tip != parent:
+                raise ConflictError(branch, parent, tip)
+            return repo_info.with_snapshot(info).with_branch(branch, info.id)
+
+        await repo._update_info(move_branch)
+        with self._lock:
+            self._committed = True
+            self._snapshot_id = info.id
+            self._manifest = manifest
+            self._changes.clear()
+        return info.id
+
+    # --- the view ----------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        """Call with the lock held."""
+        if self._committed:
+            raise ReadOnlySessionError(
+                f"This session was committed as snapshot {self._snapshot_id} and is now "
+                "read-only; start a new writable session to make more changes."
+            )
+        if not self._writable:
+            raise ReadOnlySessionError(
+                f"This session is read-only (it reads snapshot {self._snapshot_id}); use "
+                "repo.writable_session(branch) to write."
+            )
+        if self._committing:
+            raise SessionStateError(
+                "This session is being committed; writes are refused until the commit ends."
+            )
+
+    async def _base_manifest(self) -> Mapping[str, ManifestEntry]:
+        manifest = self._manifest
+        if manifest is None:
+            snapshot = await self._repo._read_snapshot(self._snapshot_id)
+            manifest = self._manifest = snapshot.manifest
+        return manifest
+
+    async def _entry(self, key: str) -> ManifestEntry | None:
+        manifest = await self._base_manifest()
+        with self._lock:
+            if key in self._changes:
+                return self._changes[key]
+        return manifest.get(key)
+
+    async def _view(self) -> dict[str, ManifestEntry]:
+        view = dict(await self._base_manifest())
+        with self._lock:
+            changes = dict(self._changes)
+        for key, entry in changes.items():
+            if entry is None:
+                view.pop(key, None)
+            else:
+                view[key] = entry
+        return view
+
+
+def _version(entry: ManifestEntry) -> VersionInfo:
+    return VersionInfo(etag=entry.version)
+
+
+def _info(key: str, entry: ManifestEntry) -> ObjectInfo:
+    return ObjectInfo(
+        key=key, size=entry.size, last_modified=entry.last_modified, version=_version(entry)
+    )
+
+
+class SessionStorage(Storage):
+    """A session's key/value view as a :class:`Storage`; see the module docstring.
+
+    Keys are the session's keys (no prefix). Equality and pickling follow the session.
+    """
+
+    def __init__(self, session: Session, storage: Storage | None = None) -> None:
+        self._session = session
+        self._storage = storage if storage is not None else session.repository.storage
+
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    def __repr__(self) -> str:
+        return f"SessionStorage({self._session!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SessionStorage):
+            return NotImplemented
+        return self._session == other._session and bool(self._storage == other._storage)
+
+    def __hash__(self) -> int:
+        return hash((SessionStorage, self._session))
+
+    # --- configuration -----------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return ""
+
+    @property
+    def settings(self) -> StorageSettings:
+        return self._storage.settings
+
+    def default_settings(self) -> StorageSettings:
+        return self._storage.default_settings()
+
+    def with_settings(self, settings: StorageSettings | None) -> Self:
+        """The same session's view, reading and writing chunks with other storage settings."""
+        return type(self)(self._session, self._storage.with_settings(settings))
+
+    @property
+    def capabilities(self) -> Capabilities:
+        writable = not self._session.read_only
+        return Capabilities(
+            can_write=writable,
+            conditional_create=writable,
+            conditional_update=writable,
+            conditional_read=True,
+        )
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def _require(self, key: str) -> ManifestEntry:
+        entry = await self._session._entry(validate_key(key))
+        if entry is None:
+            raise ObjectNotFoundError(key)
+        return entry
+
+    async def _read(
+        self, key: str, entry: ManifestEntry, byte_range: ByteRequest | None
+    ) -> bytes | bytearray:
+        if entry.chunk is None:
+            return slice_range(entry.inline or b"", byte_range)
+        try:
+            async with self._session.repository._slot():
+                return (await self._storage.get(chunk_key(entry.chunk), byte_range)).data
+        except ObjectNotFoundError:
+            raise RepositoryFormatError(
+                f"The value of {key!r} is stored in {chunk_key(entry.chunk)!r}, which is "
+                "missing: the repository is damaged."
+            ) from None
+
+    async def get(self, key: str, byte_range: ByteRequest | None = None) -> GetResult:
+        check_byte_request(byte_range)
+        entry = await self._require(key)
+        return GetResult(await self._read(key, entry, byte_range), _version(entry))
+
+    async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
+        entry = await self._require(key)
+        if _version(entry) == version:
+            return None
+        return GetResult(await self._read(key, entry, None), _version(entry))
+
+    async def head(self, key: str) -> ObjectInfo:
+        return _info(key, await self._require(key))
+
+    async def get_many(
+        self,
+        requests: Iterable[tuple[str, ByteRequest | None]],
+        *,
+        missing_ok: bool = False,
+        max_concurrency: int | None = None,
+    ) -> list[bytes | bytearray | None]:
+        listed = list(requests)
+        for key, byte_range in listed:
+            validate_key(key)
+            check_byte_request(byte_range)
+        view = await self._session._view()
+        results: list[bytes | bytearray | None] = [None] * len(listed)
+        remote: list[tuple[int, str]] = []  # (request index, chunk id)
+        for index, (key, byte_range) in enumerate(listed):
+            entry = view.get(key)
+            if entry is None:
+                if not missing_ok:
+                    raise ObjectNotFoundError(key)
+            elif entry.chunk is None:
+                results[index] = slice_range(entry.inline or b"", byte_range)
+            else:
+                remote.append((index, entry.chunk))
+
+        # One call into the storage's fetch path (batched small reads, split large ranges,
+        # the first error cancels the rest), at most the repository's limit in flight.
+        limit = self._session.repository.config.effective_max_concurrent_requests
+        fetched = await self._storage.get_many(
+            [(chunk_key(chunk), listed[index][1]) for index, chunk in remote],
+            missing_ok=True,
+            max_concurrency=min(limit, max_concurrency or limit),
+        )
+        for (index, chunk), data in zip(remote, fetched, strict=True):
+            if data is None:
+                raise RepositoryFormatError(
+                    f"The value of {listed[index][0]!r} is stored in {chunk_key(chunk)!r}, "
+                    "which is missing: the repository is damaged."
+                )
+            results[index] = data
+        return results
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def _check_mode(self, key: str, mode: PutMode, current: ManifestEntry | None) -> None:
+        if isinstance(mode, VersionInfo) and mode.is_for_creation:
+            mode = "create"
+        if mode == "create":
+            if current is not None:
+                raise AlreadyExistsError(key)
+        elif isinstance(mode, VersionInfo):
+            if current is None or _version(current) != mode:
+                raise PreconditionFailedError(key, mode)
+        elif mode != "overwrite":
+            raise ConfigurationError(
+                f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
+            )
+
+    def _set(
+        self,
+        key: str,
+        entry: ManifestEntry | None,
+        mode: PutMode,
+        base: Mapping[str, ManifestEntry],
+    ) -> None:
+        """Apply one change atomically, re-checking the write mode against the current value."""
+        session = self._session
+        with session._lock:
+            session._check_writable()
+            current = session._changes[key] if key in session._changes else base.get(key)
+            self._check_mode(key, mode, current)
+            if entry is None and key not in base:
+                session._changes.pop(key, None)
+            else:
+                session._changes[key] = entry
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        validate_key(key)
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(
+                f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
+            )
+        session = self._session
+        with session._lock:
+            session._check_writable()
+        base = await session._base_manifest()
+        self._check_mode(key, mode, await session._entry(key))  # fail before uploading
+        value = bytes(data)
+        version = new_id()
+        threshold = session.repository.config.effective_inline_chunk_threshold_bytes
+        if len(value) > threshold:
+            async with session.repository._slot():
+                await self._storage.put(chunk_key(version), value)
+            entry = ManifestEntry(version, len(value), now_ms(), chunk=version)
+        else:
+            entry = ManifestEntry(version, len(value), now_ms(), inline=value)
+        self._set(key, entry, mode, base)
+        return _version(entry)
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        validate_key(destination)
+        with self._session._lock:
+            self._session._check_writable()
+        entry = await self._require(source)
+        if if_version is not None and _version(entry) != if_version:
+            raise PreconditionFailedError(source, if_version)
+        copied = attrs.evolve(entry, version=new_id(), last_modified=now_ms())
+        self._set(destination, copied, "overwrite", await self._session._base_manifest())
+        return _version(copied)
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        with self._session._lock:
+            self._session._check_writable()
+        self._set(key, None, "overwrite", await self._session._base_manifest())
+
+    async def delete_many(
+        self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
+    ) -> DeleteResult:
+        with self._session._lock:
+            self._session._check_writable()
+        keys: list[str] = []
+        if isinstance(items, AsyncIterable):
+            keys = [i.key if isinstance(i, ObjectInfo) else i async for i in items]
+        else:
+            keys = [i.key if isinstance(i, ObjectInfo) else i for i in items]
+        for key in keys:
+            validate_key(key)
+        view = await self._session._view()
+        base = await self._session._base_manifest()
+        deleted = deleted_bytes = 0
+        for key in dict.fromkeys(keys):
+            entry = view.get(key)
+            if entry is not None:
+                self._set(key, None, "overwrite", base)
+                deleted += 1
+                deleted_bytes += entry.size
+        return DeleteResult(deleted_objects=deleted, deleted_bytes=deleted_bytes)
+
+    # --- listing -----------------------------------------------------------------------------
+
+    async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        start = normalize_list_prefix(prefix)
+        view = await self._session._view()
+        for key in sorted(view):
+            if key.startswith(start):
+                yield _info(key, view[key])
+
+    async def list_dir(self, prefix: str = "") -> ListResult:
+        start = normalize_list_prefix(prefix)
+        view = await self._session._view()
+        objects: list[ObjectInfo] = []
+        prefixes: set[str] = set()
+        for key in sorted(view):
+            if not key.startswith(start):
+                continue
+            head, sep, _ = key[len(start) :].partition("/")
+            if sep:
+                prefixes.add(start + head + "/")
+            else:
+                objects.append(_info(key, view[key]))
+        return ListResult(objects=objects, prefixes=sorted(prefixes))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Release the repository storage's connections for the running loop (it stays
+        usable, as every Storage does after ``aclose``)."""
+        await self._storage.aclose()
