@@ -55,9 +55,22 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark against the peers; flags after ``--`` (see docs/benchmarks.md)."""
+    """The benchmark against the peers; flags after ``--`` (see docs/benchmarks.md).
+
+    Writes the table to stdout, and docs/benchmark.json and docs/benchmark.png for the README.
+    Needs npm for s3rver, which is installed on first use under bench-results/cache/.
+    """
     session.install("-e", ".[bench]")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "benchmarks",
+        "--json",
+        "docs/benchmark.json",
+        "--png",
+        "docs/benchmark.png",
+        *session.posargs,
+    )
 
 
 def _pytest(session: nox.Session) -> None:

@@ -1,0 +1,293 @@
+"""The servers a benchmark run needs, each a subprocess on 127.0.0.1 and a free port.
+
+* **s3rver 3.7.1** (Node, from npm) for read and write throughput: it keeps connections alive
+  and needs about 1 ms of its own CPU per GET, where moto closes every connection and needs
+  4-6 ms. Installed once into the cache directory with npm; started with exactly the flags of
+  ``perf-baseline.md``. Its listing breaks on truncated pages (500 InternalError past 1,000
+  keys) and it enforces no conditional writes, so those workloads use moto.
+* **moto** (``benchmarks._moto_server``: moto's own WSGI app and request handler, as
+  ``moto_server`` runs them, plus a credential-expiry check and a seeding endpoint) where
+  conditional writes, listing or credentials matter.
+
+Every server is stopped (terminate, then kill) when the pool closes, from ``atexit`` too, so
+no server outlives the run even on errors or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "S3RVER_VERSION",
+    "Server",
+    "ServerPool",
+    "ServerUnavailableError",
+    "ensure_s3rver",
+    "free_port",
+    "start_moto",
+    "start_s3rver",
+]
+
+S3RVER_VERSION = "3.7.1"
+S3RVER_KEY = "S3RVER"  # s3rver accepts signed requests with this key (and anonymous ones)
+MOTO_KEY = "testing"
+
+
+class ServerUnavailableError(RuntimeError):
+    """A server cannot be started here (no npm/node, install failed, did not come up)."""
+
+
+@dataclass
+class Server:
+    """One running server process and how to reach it."""
+
+    name: str
+    version: str
+    endpoint: str
+    process: subprocess.Popen[bytes]
+    access_key_id: str
+    secret_access_key: str
+    anonymous_reads: bool
+    data_dir: Path | None = None
+    log_path: Path | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Terminate, then kill after ``timeout``; remove its data directory."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def log_tail(self, chars: int = 2000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+
+def free_port() -> int:
+    """A port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    """Any HTTP answer (403 included) means the server listens."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerUnavailableError(f"{what} exited with code {process.returncode}.")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerUnavailableError(f"{what} did not answer on {url} within {timeout:.0f} s.")
+
+
+def ensure_s3rver(cache_dir: Path) -> Path:
+    """The s3rver executable, installed with npm into ``cache_dir`` on first use."""
+    executable = cache_dir / "node_modules" / ".bin" / "s3rver"
+    if executable.exists():
+        return executable
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        raise ServerUnavailableError(
+            "s3rver needs Node.js and npm on PATH (apt-get install nodejs npm)."
+        )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        str(cache_dir),
+        f"s3rver@{S3RVER_VERSION}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0 or not executable.exists():
+        raise ServerUnavailableError(
+            f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr[-1500:]}"
+        )
+    return executable
+
+
+def _spawn(
+    command: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    log = log_path.open("wb")
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us, not the server
+        )
+    finally:
+        log.close()
+
+
+def start_s3rver(cache_dir: Path, work_dir: Path) -> Server:
+    """s3rver with the baseline's flags, on a fresh filesystem store under ``work_dir``."""
+    executable = ensure_s3rver(cache_dir)
+    data_dir = Path(tempfile.mkdtemp(prefix="s3rver-", dir=work_dir))
+    port = free_port()
+    log_path = work_dir / f"s3rver-{port}.log"
+    command = [
+        str(executable),
+        "-d",
+        str(data_dir),
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--silent",
+        "--allow-mismatched-signatures",
+        "--no-vhost-buckets",
+    ]
+    process = _spawn(command, log_path)
+    server = Server(
+        name="s3rver",
+        version=S3RVER_VERSION,
+        endpoint=f"http://127.0.0.1:{port}",
+        process=process,
+        access_key_id=S3RVER_KEY,
+        secret_access_key=S3RVER_KEY,
+        anonymous_reads=True,
+        data_dir=data_dir,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(server.endpoint + "/", process, 30, "s3rver")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def start_moto(work_dir: Path) -> Server:
+    """moto's S3 (``benchmarks._moto_server``) in its own Python process."""
+    import moto
+
+    port = free_port()
+    log_path = work_dir / f"moto-{port}.log"
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    command = [sys.executable, "-m", "benchmarks._moto_server", str(port)]
+    process = _spawn(command, log_path, env)
+    server = Server(
+        name="moto",
+        version=str(moto.__version__),
+        endpoint=f"http://127.0.0.1:{port}",
+        process=process,
+        access_key_id=MOTO_KEY,
+        secret_access_key=MOTO_KEY,
+        anonymous_reads=False,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(server.endpoint + "/moto-api/", process, 60, "moto")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def moto_control(server: Server, path: str, payload: dict[str, object] | None = None) -> object:
+    """Call the harness endpoints of ``benchmarks._moto_server`` (``/_bench/...``)."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        server.endpoint + path, data=data, method="GET" if data is None else "POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+class ServerPool:
+    """Starts each kind of server on first request and stops them all on close/exit."""
+
+    def __init__(self, cache_dir: Path, work_dir: Path) -> None:
+        self.cache_dir = cache_dir
+        self.work_dir = work_dir
+        self._servers: dict[str, Server] = {}
+        self._failures: dict[str, str] = {}
+        self._starters: dict[str, Callable[[], Server]] = {
+            "s3rver": lambda: start_s3rver(self.cache_dir, self.work_dir),
+            "moto": lambda: start_moto(self.work_dir),
+        }
+        atexit.register(self.close)
+
+    def get(self, name: str) -> Server:
+        """The running server ``name``; raises ServerUnavailableError (remembered)."""
+        if name in self._servers:
+            return self._servers[name]
+        if name in self._failures:
+            raise ServerUnavailableError(self._failures[name])
+        try:
+            server = self._starters[name]()
+        except ServerUnavailableError as exc:
+            self._failures[name] = str(exc)
+            raise
+        self._servers[name] = server
+        return server
+
+    def close(self) -> None:
+        for server in list(self._servers.values()):
+            with contextlib.suppress(Exception):
+                server.stop()
+        self._servers.clear()
+
+    def __enter__(self) -> ServerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks stop the servers."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,717 @@
+"""The workloads: what is measured, on which server, with which clients, and how.
+
+Each workload sets up its data once (untimed), then the runner (``benchmarks.runner``) calls
+``run_round`` for every client in turn, round after round, so slow drift of the machine hits
+every client alike. A round warms the client's connection pool first (untimed), then times one
+run with :class:`benchmarks.measure.Meter` and returns plain numbers.
+
+To add a cloud (GCS against fake-gcs-server, Azure against Azurite): give the server a starter
+in ``servers.py``, the clients a label for the new target kind in ``clients.py``, and add the
+kind to ``SmallGets.kinds``/``LargeRanges.kinds`` (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmarks.clients import Client, Target, Unsupported
+from benchmarks.credentials import CredentialSource
+from benchmarks.measure import Meter
+from benchmarks.servers import Server, ServerPool, moto_control
+
+__all__ = ["WORKLOADS", "Metric", "Options", "Slot", "Workload", "workload_class"]
+
+KIB = 1024
+MIB = 1024 * 1024
+BUCKET = "bench"
+ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class Options:
+    """Every size, count and duration; the command-line flags set these."""
+
+    rounds: int = 3
+    concurrency: int = 64
+    warmup: int = 128
+    p1_count: int = 2000
+    p1_size_kib: int = 16
+    p2_size_mib: int = 256
+    p2_parts: int = 16
+    p2_rounds: int | None = None
+    p3_count: int = 2000
+    p3_size_kib: int = 16
+    p3_min_seconds: float = 0.3
+    p4_seconds: float = 10.0
+    p4_lifetime: float = 2.0
+    p4_concurrency: int = 64
+    p4_rounds: int = 1
+    put_count: int = 500
+    put_size_kib: int = 16
+    create_count: int = 200
+    list_count: int = 2000
+    list_repeats: int = 3
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number a workload reports per round."""
+
+    key: str
+    label: str
+    unit: str
+    better: str | None = None  # "higher", "lower" or None (context only)
+    fmt: str = "{:,.0f}"
+    chart: bool = False
+    note: str | None = None  # another metric shown next to the client's name in the chart
+
+
+@dataclass
+class Slot:
+    """A client of one workload: its class, and the opened instance (persistent workloads)."""
+
+    cls: type[Client]
+    client: Client | None = None
+
+
+@dataclass
+class Environment:
+    servers: ServerPool
+    work_dir: Path
+    options: Options
+    log: Any = field(default=print)
+
+
+class Workload(abc.ABC):
+    id: ClassVar[str]
+    title: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]] = ("s3",)
+    server: ClassVar[str | None] = None
+    metrics: ClassVar[tuple[Metric, ...]]
+    default_clients: ClassVar[tuple[str, ...]]
+    keys: list[str]
+    persistent_clients: ClassVar[bool] = True  # False: run_round builds its own client
+    needs_credentials: ClassVar[bool] = False
+
+    def __init__(self, env: Environment) -> None:
+        self.env = env
+        self.options = env.options
+        self.server_info: Server | None = None
+        self.target: Target | None = None
+
+    @property
+    def rounds(self) -> int:
+        return self.options.rounds
+
+    @property
+    def kind(self) -> str:
+        return self.kinds[0]
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, Any]:
+        """The sizes and counts this workload ran with (for the report)."""
+
+    @property
+    def server_pid(self) -> int | None:
+        return None if self.server_info is None else self.server_info.pid
+
+    def server_label(self) -> str:
+        if self.server_info is None:
+            return "none (in process)"
+        return f"{self.server_info.name} {self.server_info.version}"
+
+    async def setup(self) -> Target:
+        """Start the server and write the data (untimed); the target clients will use."""
+        if self.server is None:
+            raise NotImplementedError
+        server = self.env.servers.get(self.server)
+        self.server_info = server
+        self.target = Target(
+            kind="s3",
+            endpoint=server.endpoint,
+            bucket=BUCKET,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+            anonymous_reads=server.anonymous_reads,
+        )
+        await ensure_bucket(self.target)
+        return self.target
+
+    def label(self, cls: type[Client]) -> str:
+        """How the client is named in this workload's table."""
+        return cls.name
+
+    def make_client(self, cls: type[Client], target: Target) -> Client:
+        return cls(target, concurrency=self.options.concurrency)
+
+    async def prepare(self, client: Client) -> None:  # noqa: B027 (optional hook)
+        """Per-client untimed preparation (memory clients load their data here)."""
+
+    @abc.abstractmethod
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        """One timed run of one client; the metrics, keyed as in ``metrics``."""
+
+    async def teardown(self) -> None:  # noqa: B027 (optional hook)
+        """Release what setup made (servers are stopped by the pool)."""
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+async def _setup_client(target: Target) -> Any:
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import AioSession
+
+    return AioSession().create_client(
+        "s3",
+        endpoint_url=target.endpoint,
+        region_name=target.region,
+        aws_access_key_id=target.access_key_id,
+        aws_secret_access_key=target.secret_access_key,
+        config=AioConfig(max_pool_connections=32, s3={"addressing_style": "path"}),
+    )
+
+
+async def ensure_bucket(target: Target) -> None:
+    async with await _setup_client(target) as s3:
+        try:
+            await s3.head_bucket(Bucket=target.bucket)
+        except Exception:
+            await s3.create_bucket(Bucket=target.bucket)
+
+
+async def upload(target: Target, items: Sequence[tuple[str, bytes]]) -> None:
+    """Write the data set with aiobotocore (untimed setup, any S3 server)."""
+    async with await _setup_client(target) as s3:
+        semaphore = asyncio.Semaphore(32)
+
+        async def put(item: tuple[str, bytes]) -> None:
+            async with semaphore:
+                await s3.put_object(Bucket=target.bucket, Key=item[0], Body=item[1])
+
+        await asyncio.gather(*(put(item) for item in items))
+
+
+def small_objects(prefix: str, count: int, size: int) -> list[tuple[str, bytes]]:
+    return [(f"{prefix}/{index:05d}", os.urandom(size)) for index in range(count)]
+
+
+def stamped_object(size: int) -> bytearray:
+    """``size`` bytes of 1 MiB random blocks, each starting with its index (see ``verify``)."""
+    block = os.urandom(MIB)
+    data = bytearray(size)
+    for index, start in enumerate(range(0, size, MIB)):
+        chunk = (index.to_bytes(8, "big") + block[8:])[: size - start]
+        data[start : start + len(chunk)] = chunk
+    return data
+
+
+def verify_stamped(parts: Sequence[Any], size: int) -> None:
+    """Check the parts of a stamped object: total length and every block's index."""
+    views = [memoryview(part).cast("B") for part in parts]
+    total = sum(len(view) for view in views)
+    if total != size:
+        raise ValueError(f"read {total} bytes, expected {size}")
+    offset = 0
+    for view in views:
+        block = -(-offset // MIB)
+        while block * MIB + 8 <= offset + len(view):
+            local = block * MIB - offset
+            if int.from_bytes(view[local : local + 8], "big") != block:
+                raise ValueError(f"wrong data at byte {block * MIB}")
+            block += 1
+        offset += len(view)
+
+
+def _per(value: float | None, count: float, scale: float) -> float:
+    return float("nan") if value is None or count == 0 else value / count * scale
+
+
+# --- P1: small chunks --------------------------------------------------------------------------
+
+
+class SmallGets(Workload):
+    id = "p1"
+    title = "P1 small chunks: N GETs of S KiB, C in flight"
+    server = "s3rver"
+    metrics = (
+        Metric("cpu_us_per_get", "client CPU µs/GET", "µs", "lower", chart=True),
+        Metric("gets_per_s", "GETs/s", "GET/s", "higher", chart=True),
+        Metric("server_cpu_us_per_get", "server CPU µs/GET", "µs"),
+        Metric("wall_s", "wall s", "s", fmt="{:.2f}"),
+        Metric("other_cpu_pct", "other procs CPU %", "%"),
+    )
+    default_clients = (
+        "ours",
+        "ours-get",
+        "obstore",
+        "obstore-range",
+        "aiobotocore",
+        "s3fs",
+        "aiohttp",
+    )
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {"count": o.p1_count, "size_kib": o.p1_size_kib, "concurrency": o.concurrency}
+
+    @property
+    def size(self) -> int:
+        return self.options.p1_size_kib * KIB
+
+    def label(self, cls: type[Client]) -> str:
+        return cls.labels[self.kind]
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        items = small_objects("small", self.options.p1_count, self.size)
+        self.keys = [key for key, _ in items]
+        await upload(target, items)
+        return target
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, keys, count = slot.client, self.keys, len(self.keys)
+        await client.get_small(keys[: self.options.warmup], self.size)  # warm the pool
+        with Meter(self.server_pid) as meter:
+            total = await client.get_small(keys, self.size)
+        if total != count * self.size:
+            raise ValueError(f"read {total} bytes, expected {count * self.size}")
+        return {
+            "cpu_us_per_get": meter.cpu_s / count * 1e6,
+            "gets_per_s": count / meter.wall_s,
+            "server_cpu_us_per_get": _per(meter.server_cpu_s, count, 1e6),
+            "wall_s": meter.wall_s,
+            "other_cpu_pct": meter.other_cpu_pct if meter.other_cpu_pct is not None else 0.0,
+        }
+
+
+# --- P2: one large object as concurrent ranges ----------------------------------------------------
+
+
+class LargeRanges(Workload):
+    """Each client runs in its own subprocess (``benchmarks._worker``), so its peak RSS is its
+    own: no other library's allocations, no earlier round's garbage."""
+
+    id = "p2"
+    title = "P2 large object as concurrent ranges"
+    server = "s3rver"
+    persistent_clients = False
+    metrics = (
+        Metric("mib_per_s", "MiB/s", "MiB/s", "higher", chart=True),
+        Metric("cpu_ms_per_mib", "client CPU ms/MiB", "ms", "lower", fmt="{:.2f}"),
+        Metric("rss_ratio", "peak RSS growth / size", "x", "lower", fmt="{:.2f}", chart=True),
+        Metric("peak_rss_mib", "peak RSS growth MiB", "MiB", "lower"),
+        Metric("server_cpu_ms_per_mib", "server CPU ms/MiB", "ms", fmt="{:.2f}"),
+        Metric("wall_s", "wall s", "s", fmt="{:.3f}"),
+    )
+    default_clients = ("ours", "obstore", "aiobotocore", "s3fs", "aiohttp")
+
+    @property
+    def rounds(self) -> int:
+        return self.options.p2_rounds or self.options.rounds
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {"size_mib": o.p2_size_mib, "parts": o.p2_parts}
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        size = self.options.p2_size_mib * MIB
+        warm = small_objects("p2warm", max(self.options.p2_parts, 1), 4 * KIB)
+        self.warm_keys = [key for key, _ in warm]
+        await upload(target, [*warm, ("large/object", bytes(stamped_object(size)))])
+        return target
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert self.target is not None
+        spec = {
+            "client": slot.cls.id,
+            "target": self.target.as_dict(),
+            "key": "large/object",
+            "size": self.options.p2_size_mib * MIB,
+            "parts": self.options.p2_parts,
+            "warm_keys": self.warm_keys,
+            "warm_size": 4 * KIB,
+            "server_pid": self.server_pid,
+        }
+        result = await run_worker(spec)
+        if "unsupported" in result:
+            raise Unsupported(str(result["unsupported"]))
+        if "error" in result:
+            raise RuntimeError(str(result["error"]))
+        return {key: float(value) for key, value in result.items()}
+
+
+async def run_worker(spec: dict[str, Any], limit_s: float = 600) -> dict[str, Any]:
+    """Run ``benchmarks._worker`` on ``spec``; its last stdout line is the JSON result."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "benchmarks._worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(json.dumps(spec).encode()), limit_s)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+    lines = out.decode().strip().splitlines()
+    try:
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise RuntimeError(
+            f"worker exited with {process.returncode} without a result: "
+            f"{err.decode(errors='replace')[-1500:]}"
+        ) from None
+    return result
+
+
+# --- P3: local files and memory ------------------------------------------------------------------
+
+
+class _InProcessReads(Workload):
+    metrics = (
+        Metric("ops_per_s", "reads/s", "op/s", "higher", chart=True),
+        Metric("cpu_us_per_op", "client CPU µs/read", "µs", "lower", fmt="{:,.1f}"),
+        Metric("passes", "passes timed", "", fmt="{:.0f}"),
+    )
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "count": o.p3_count,
+            "size_kib": o.p3_size_kib,
+            "concurrency": o.concurrency,
+            "min_seconds": o.p3_min_seconds,
+        }
+
+    @property
+    def size(self) -> int:
+        return self.options.p3_size_kib * KIB
+
+    def label(self, cls: type[Client]) -> str:
+        return cls.labels[self.kind]
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, keys = slot.client, self.keys
+        await client.get_small(keys[: self.options.warmup], self.size)
+        passes = 0
+        with Meter(None) as meter:
+            start = time.perf_counter()
+            while True:
+                total = await client.get_small(keys, self.size)
+                passes += 1
+                if total != len(keys) * self.size:
+                    raise ValueError(f"read {total} bytes, expected {len(keys) * self.size}")
+                if time.perf_counter() - start >= self.options.p3_min_seconds or passes >= 1000:
+                    break
+        ops = passes * len(keys)
+        return {
+            "ops_per_s": ops / meter.wall_s,
+            "cpu_us_per_op": meter.cpu_s / ops * 1e6,
+            "passes": float(passes),
+        }
+
+
+class LocalReads(_InProcessReads):
+    id = "p3-local"
+    title = "P3 local files: N reads of S KiB (page cache hot)"
+    kinds = ("local",)
+    default_clients = ("ours", "ours-get", "obstore", "aiofiles", "threadpool", "sync-read")
+
+    async def setup(self) -> Target:
+        root = self.env.work_dir / "p3-local"
+        items = small_objects("small", self.options.p3_count, self.size)
+        for key, data in items:
+            path = root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        self.keys = [key for key, _ in items]
+        self.target = Target(kind="local", root=str(root))
+        return self.target
+
+
+class MemoryReads(_InProcessReads):
+    id = "p3-memory"
+    title = "P3 memory: N reads of S KiB"
+    kinds = ("memory",)
+    default_clients = ("ours", "ours-get", "obstore", "dict")
+
+    async def setup(self) -> Target:
+        self.items = dict(small_objects("small", self.options.p3_count, self.size))
+        self.keys = list(self.items)
+        self.target = Target(kind="memory")
+        return self.target
+
+    async def prepare(self, client: Client) -> None:
+        await client.load(self.items)
+
+
+# --- P4: refreshable credentials ---------------------------------------------------------------
+
+
+class RefreshingCredentials(Workload):
+    """Credentials living ``p4_lifetime`` s, ``p4_concurrency`` GETs in flight for
+    ``p4_seconds``; moto (via the harness's expiry check) refuses expired keys."""
+
+    id = "p4"
+    title = "P4 refreshable credentials under load"
+    server = "moto"
+    persistent_clients = False
+    needs_credentials = True
+    metrics = (
+        Metric("failed", "failed requests", "", "lower"),
+        Metric(
+            "calls_per_lifetime",
+            "callback calls / lifetime",
+            "",
+            "lower",
+            fmt="{:.2f}",
+            chart=True,
+            note="failed",
+        ),
+        Metric("callback_calls", "callback calls", ""),
+        Metric("lifetimes", "lifetimes in run", "", fmt="{:.1f}"),
+        Metric("refused_by_server", "refused by server", "", "lower"),
+        Metric("requests", "requests ok", ""),
+        Metric("requests_per_s", "requests/s", "req/s"),
+    )
+    default_clients = ("ours", "obstore", "aiobotocore")
+
+    @property
+    def rounds(self) -> int:
+        return self.options.p4_rounds
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "seconds": o.p4_seconds,
+            "lifetime_s": o.p4_lifetime,
+            "concurrency": o.p4_concurrency,
+        }
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        items = small_objects("cred", 64, KIB)
+        self.keys = [key for key, _ in items]
+        await upload(target, items)
+        return target
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert self.target is not None
+        assert self.server_info is not None
+        options = self.options
+        source = CredentialSource(f"p4-{slot.cls.id}-{uuid.uuid4().hex}", options.p4_lifetime)
+        client = slot.cls(self.target, concurrency=options.p4_concurrency, credentials=source)
+        server = self.server_info
+        stats0: Any = await asyncio.to_thread(moto_control, server, "/_bench/stats")
+        ok = failed = 0
+        errors: dict[str, int] = {}
+        await client.open()
+        try:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            deadline = start + options.p4_seconds
+
+            async def worker(offset: int) -> None:
+                nonlocal ok, failed
+                index = offset
+                while loop.time() < deadline:
+                    key = self.keys[index % len(self.keys)]
+                    index += options.p4_concurrency
+                    try:
+                        await client.get_one(key, KIB)
+                    except Unsupported:
+                        raise
+                    except Exception as exc:
+                        failed += 1
+                        text = f"{type(exc).__name__}: {exc}"[:160]
+                        errors[text] = errors.get(text, 0) + 1
+                    else:
+                        ok += 1
+
+            await asyncio.gather(*(worker(i) for i in range(options.p4_concurrency)))
+            elapsed = loop.time() - start
+        finally:
+            await client.aclose()
+        stats1: Any = await asyncio.to_thread(moto_control, server, "/_bench/stats")
+        refused = (stats1["expired"] - stats0["expired"]) + (
+            stats1["bad_token"] - stats0["bad_token"]
+        )
+        lifetimes = elapsed / options.p4_lifetime
+        if errors:
+            self.env.log(f"    {slot.cls.id}: errors {dict(list(errors.items())[:3])}")
+        return {
+            "failed": float(failed),
+            "calls_per_lifetime": source.calls / lifetimes,
+            "callback_calls": float(source.calls),
+            "lifetimes": lifetimes,
+            "refused_by_server": float(refused),
+            "requests": float(ok),
+            "requests_per_s": ok / elapsed,
+        }
+
+
+# --- writes and listing --------------------------------------------------------------------------
+
+
+class SmallPuts(Workload):
+    id = "put"
+    title = "Writes: N PUTs of S KiB, C in flight"
+    server = "s3rver"
+    create = False
+    metrics: ClassVar[tuple[Metric, ...]] = (
+        Metric("cpu_us_per_put", "client CPU µs/PUT", "µs", "lower", chart=True),
+        Metric("puts_per_s", "PUTs/s", "PUT/s", "higher", chart=True),
+        Metric("server_cpu_us_per_put", "server CPU µs/PUT", "µs"),
+        Metric("wall_s", "wall s", "s", fmt="{:.2f}"),
+    )
+    default_clients: ClassVar[tuple[str, ...]] = (
+        "ours",
+        "obstore",
+        "aiobotocore",
+        "s3fs",
+        "aiohttp",
+    )
+
+    @property
+    def count(self) -> int:
+        return self.options.put_count
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {"count": self.count, "size_kib": o.put_size_kib, "concurrency": o.concurrency}
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, size = slot.client, self.options.put_size_kib * KIB
+        tag = f"{slot.cls.id}/{round_index}/{uuid.uuid4().hex[:8]}"
+        payload = os.urandom(size)
+        warm = [(f"putwarm/{tag}/{i:05d}", payload) for i in range(min(self.options.warmup, 64))]
+        items = [(f"put/{tag}/{i:05d}", payload) for i in range(self.count)]
+        await client.put_small(warm, create=self.create)
+        with Meter(self.server_pid) as meter:
+            await client.put_small(items, create=self.create)
+        result = {
+            "cpu_us_per_put": meter.cpu_s / self.count * 1e6,
+            "puts_per_s": self.count / meter.wall_s,
+            "server_cpu_us_per_put": _per(meter.server_cpu_s, self.count, 1e6),
+            "wall_s": meter.wall_s,
+        }
+        if self.create:
+            try:
+                await client.put_small(items[:1], create=True)
+            except Exception:
+                result["refused_existing"] = 1.0
+            else:
+                result["refused_existing"] = 0.0
+        return result
+
+
+class ConditionalPuts(SmallPuts):
+    id = "put-create"
+    title = "Conditional create (If-None-Match: *) of N new keys"
+    server = "moto"
+    create = True
+    metrics = (
+        SmallPuts.metrics[0],
+        Metric("puts_per_s", "PUTs/s", "PUT/s", "higher"),
+        SmallPuts.metrics[2],
+        Metric("refused_existing", "refuses an existing key", "", fmt="{:.0f}"),
+    )
+    default_clients = ("ours", "obstore", "aiobotocore", "s3fs")
+
+    @property
+    def count(self) -> int:
+        return self.options.create_count
+
+
+class Listing(Workload):
+    id = "list"
+    title = "Listing: list N keys under a prefix"
+    server = "moto"
+    metrics = (
+        Metric("cpu_us_per_key", "client CPU µs/key", "µs", "lower", fmt="{:,.1f}", chart=True),
+        Metric("keys_per_s", "keys/s", "key/s", "higher"),
+        Metric("ms_per_listing", "ms/listing", "ms", "lower", fmt="{:,.1f}"),
+        Metric("server_cpu_us_per_key", "server CPU µs/key", "µs", fmt="{:,.1f}"),
+    )
+    default_clients = ("ours", "obstore", "aiobotocore", "s3fs")
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {"count": o.list_count, "repeats": o.list_repeats}
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        assert self.server_info is not None
+        count = self.options.list_count
+        try:
+            await asyncio.to_thread(
+                moto_control,
+                self.server_info,
+                "/_bench/seed",
+                {"bucket": BUCKET, "prefix": "list/", "count": count, "size": 16},
+            )
+        except Exception:
+            await upload(target, [(f"list/{i:05d}", b"x" * 16) for i in range(count)])
+        return target
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, count, repeats = slot.client, self.options.list_count, self.options.list_repeats
+        await client.list_keys("list")  # warm
+        with Meter(self.server_pid) as meter:
+            for _ in range(repeats):
+                found = await client.list_keys("list")
+                if found != count:
+                    raise ValueError(f"listed {found} keys, expected {count}")
+        keys = count * repeats
+        return {
+            "cpu_us_per_key": meter.cpu_s / keys * 1e6,
+            "keys_per_s": keys / meter.wall_s,
+            "ms_per_listing": meter.wall_s / repeats * 1e3,
+            "server_cpu_us_per_key": _per(meter.server_cpu_s, keys, 1e6),
+        }
+
+
+WORKLOADS: tuple[type[Workload], ...] = (
+    SmallGets,
+    LargeRanges,
+    LocalReads,
+    MemoryReads,
+    RefreshingCredentials,
+    SmallPuts,
+    ConditionalPuts,
+    Listing,
+)
+
+
+def workload_class(workload_id: str) -> type[Workload]:
+    for cls in WORKLOADS:
+        if cls.id == workload_id:
+            return cls
+    known = ", ".join(cls.id for cls in WORKLOADS)
+    raise ValueError(f"Unknown workload {workload_id!r}; known workloads: {known}.")
