@@ -50,6 +50,7 @@ from ._errors import (
     ReadOnlyStorageError,
     RetriesExhaustedError,
     StorageError,
+    StorageTimeoutError,
     TransientError,
 )
 from ._fetch import fetch_many, first_error
@@ -193,7 +194,8 @@ class BaseStorage(Storage):
             raise ReadOnlyStorageError(f"{self!r} is read-only; writes are refused.")
 
     async def _call(self, operation: str, key: str, request: Callable[[], Awaitable[T]]) -> T:
-        """Run one backend request under the request limit, with the shared retry policy."""
+        """Run one backend request under the request limit, with the shared retry policy,
+        within ``StorageTimeoutSettings.operation_timeout_ms`` (all attempts and backoff)."""
 
         async def attempt() -> T:
             async with request_slots():
@@ -202,7 +204,20 @@ class BaseStorage(Storage):
                     observer.on_request(operation)
                 return await request()
 
-        return await call_with_retries(operation, key, attempt, self._retry_policy)
+        budget_ms = self.settings.timeouts.operation_timeout_ms if self.settings.timeouts else None
+        if budget_ms is None:
+            return await call_with_retries(operation, key, attempt, self._retry_policy)
+        deadline = asyncio.timeout(budget_ms / 1000)
+        try:
+            async with deadline:
+                return await call_with_retries(operation, key, attempt, self._retry_policy)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise
+            raise StorageTimeoutError(
+                f"{operation} of {key!r} did not complete within {budget_ms} ms "
+                "(StorageTimeoutSettings.operation_timeout_ms, retries included)."
+            ) from exc
 
     # --- reads -----------------------------------------------------------------------------
 

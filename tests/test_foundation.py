@@ -29,6 +29,7 @@ from icechunk_storage import (
     StorageError,
     StorageRetriesSettings,
     StorageSettings,
+    StorageTimeoutError,
     StorageTimeoutSettings,
     ThrottledError,
     VersionInfo,
@@ -265,6 +266,34 @@ async def test_without_metadata_there_is_no_write_id_and_no_readback() -> None:
     with pytest.raises(AlreadyExistsError):
         await storage.put("repo", b"mine", mode="create")
     assert (await storage.head("repo")).metadata == {}
+
+
+class _HangingMemory(MemoryStorage):
+    """Reads fail transiently after a pause, forever: only a deadline ends them."""
+
+    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
+        await asyncio.sleep(0.02)
+        raise ConnectionLostError("connection reset by peer")
+
+
+async def test_operation_timeout_bounds_all_attempts_together() -> None:
+    storage = _HangingMemory().with_settings(
+        StorageSettings(
+            retries=StorageRetriesSettings(max_tries=1000, initial_backoff_ms=1, max_backoff_ms=5),
+            timeouts=StorageTimeoutSettings(operation_timeout_ms=150),
+        )
+    )
+    await storage.put("k", b"x")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(StorageTimeoutError, match="operation_timeout_ms") as caught:
+        await storage.get("k")
+    assert asyncio.get_running_loop().time() - started < 5  # not 1000 attempts
+    assert isinstance(caught.value.__cause__, TimeoutError)
+    without_budget = storage.with_settings(
+        StorageSettings(retries=StorageRetriesSettings(max_tries=3, initial_backoff_ms=1))
+    )
+    with pytest.raises(RetriesExhaustedError):  # no budget: the retry budget ends it
+        await without_budget.get("k")
 
 
 # --- the request limit ---------------------------------------------------------------------
