@@ -132,7 +132,7 @@ def s3_backend(s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path) -> Bac
             secret_access_key=MOTO_KEY,
         )
 
-    return Backend("s3", new, shared_across_processes=True, writers=4, commits=5)
+    return Backend("s3", new, shared_across_processes=True, writers=8, commits=10)
 
 
 BACKEND_FIXTURES = {
