@@ -4,8 +4,10 @@ One :class:`LoopClients` per storage per running loop (held in a ``LoopLocal``),
 lazily on first use:
 
 * one aiohttp ``ClientSession`` (one connection pool, sized to the process-wide request
-  limit), shared by the lean GET path and by aiobotocore, which is handed a session class
-  that reuses it instead of opening a pool of its own;
+  limit), used by aiobotocore, which is handed a session class that reuses it instead of
+  opening a pool of its own, and by the lean GET path when a proxy is configured;
+* one :class:`~._http.HttpPool` (keep-alive connections of our own HTTP/1.1 GET client),
+  used by the lean GET path without a proxy: bodies land in the caller's buffer;
 * the aiobotocore client, with botocore's retries off (our retry loop is the only one),
   checksums only when required or asked for, custom headers added before signing, and the
   endpoint and addressing style taken from :class:`S3Location` so both paths agree;
@@ -35,6 +37,7 @@ import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -43,6 +46,7 @@ from .._limits import get_max_concurrent_requests
 from ._auth import CredentialSource, FrozenCredentials
 from ._errors import S3ErrorContext, s3_errors
 from ._headers import RequestHeaders
+from ._http import HttpPool
 from ._location import S3Location, resolve_location
 from ._sigv4 import SigV4Signer
 
@@ -181,17 +185,23 @@ class _Pool:
 
     def __init__(self) -> None:
         self.http: aiohttp.ClientSession | None = None
+        self.fast: HttpPool | None = None
         self.client_context: ClientCreatorContext[S3Client] | None = None
 
     async def aclose(self) -> None:
         context, self.client_context = self.client_context, None
         http, self.http = self.http, None
+        fast, self.fast = self.fast, None
         try:
             if context is not None:
                 await context.__aexit__(None, None, None)
         finally:
-            if http is not None:
-                await http.close()
+            try:
+                if fast is not None:
+                    await fast.aclose()
+            finally:
+                if http is not None:
+                    await http.close()
 
 
 async def _close_at_loop_shutdown(pool: _Pool) -> AsyncGenerator[None, None]:
@@ -237,6 +247,7 @@ class LoopClients:
         self._closer: AsyncGenerator[None, None] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.http: aiohttp.ClientSession | None = None
+        self.fast: HttpPool | None = None  # the lean GET path's pool; None behind a proxy
         self.location: S3Location | None = None
         self.signer: SigV4Signer | None = None
         self.proxy: str | None = None
@@ -302,8 +313,22 @@ class LoopClients:
             skip_auto_headers={"Content-Type"},
             auto_decompress=False,  # objects are returned byte for byte, gzip or not
         )
+        proxy = _proxy_for(location.scheme, location.host)
+        fast = None
+        if proxy is None:
+            origin = urlsplit(location.origin)
+            fast = HttpPool(
+                scheme=location.scheme,
+                host=origin.hostname or "",
+                port=origin.port,
+                ssl_context=ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
+                connect_timeout=self.settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                read_timeout=self.settings.read_timeout,
+                keepalive=KEEPALIVE_SECONDS,
+            )
         self._pool = pool = _Pool()
         pool.http = http
+        pool.fast = fast
         closer = _close_at_loop_shutdown(pool)
         await closer.__anext__()
         self._closer = closer
@@ -313,7 +338,8 @@ class LoopClients:
         self.region = region
         self.location = location
         self.signer = SigV4Signer(region)
-        self.proxy = _proxy_for(location.scheme, location.host)
+        self.proxy = proxy
+        self.fast = fast
         self.http = http
 
     async def client(self) -> S3Client:
@@ -412,6 +438,7 @@ class LoopClients:
                 self._finalizer.detach()
                 self._finalizer = None
             self.http = None
+            self.fast = None
             self._s3 = None
             if closer is not None:
                 await closer.aclose()  # closes the pool

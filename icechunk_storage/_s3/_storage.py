@@ -2,9 +2,12 @@
 
 Two request paths, one behaviour:
 
-* chunk reads (``get``, split reads, ``get_if_changed``) are a lean signed GET over the
-  storage's aiohttp pool: a standard-library SigV4 signature with a cached signing key
-  (no signature at all for anonymous access). aiobotocore costs ~4x more CPU per GET.
+* chunk reads (``get``, split reads, ``get_if_changed``) are a lean signed GET: a
+  standard-library SigV4 signature with a cached signing key (no signature at all for
+  anonymous access), sent by our own HTTP/1.1 client (``_http.py``), which reads a ranged
+  body straight into the caller's buffer (one copy; aiohttp makes three). Behind an HTTP(S)
+  proxy it goes over the storage's aiohttp pool instead. aiobotocore costs ~4x more CPU per
+  GET.
 * everything else (HEAD, PUT, multipart, copy, list, delete) goes through aiobotocore.
 
 Both use the same location (endpoint, addressing), headers (custom, Tigris, requester
@@ -40,20 +43,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
 from .._credentials import AnyS3Credential, S3Credentials
-from .._errors import ConfigurationError, PreconditionFailedError, StorageError
+from .._errors import (
+    ConfigurationError,
+    ConnectionLostError,
+    PreconditionFailedError,
+    StorageError,
+)
 from .._fetch import first_error
-from .._memory import slice_range
 from .._ranges import (
     ByteRequest,
     OffsetByteRequest,
     RangeByteRequest,
     SuffixByteRequest,
+    resolve_range,
     split_for_multipart,
 )
 from .._settings import StorageSettings
 from .._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
 from ._auth import CredentialSource, FrozenCredentials
-from ._client import ClientSettings, LoopClients
+from ._client import USER_AGENT, ClientSettings, LoopClients
 from ._errors import (
     MultipartUploadVanishedError,
     S3ErrorContext,
@@ -62,6 +70,7 @@ from ._errors import (
     s3_errors,
 )
 from ._headers import HeaderPairs, RequestHeaders, resolve_request_headers, validate_headers
+from ._http import BodyCutShort, BodyTooLarge, HttpPool, TLSSetupError, request_head
 from ._location import S3Location
 from ._options import ChecksumAlgorithm, S3Options
 from ._sigv4 import SigV4Signer
@@ -76,6 +85,9 @@ if TYPE_CHECKING:
 __all__ = ["S3Storage", "build_get_request"]
 
 T = TypeVar("T")
+
+_HTTP_EXTRA_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity\r\n"
+"""What the aiohttp session adds to every lean GET, so both transports send the same."""
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -335,13 +347,12 @@ class S3Storage(BaseStorage):
         Returns ``(result, bytes written into into)``; result None means 304 Not Modified.
         """
         clients = await self._clients()
-        location, signer, http = clients.location, clients.signer, clients.http
+        location, signer = clients.location, clients.signer
         assert location is not None
         assert signer is not None
-        assert http is not None
         context = self._context(operation, path)
         credentials = await self._signing_credentials(clients)
-        url, headers = build_get_request(
+        uri, headers = _get_request(
             location,
             signer,
             self._read_headers,
@@ -350,6 +361,82 @@ class S3Storage(BaseStorage):
             if_none_match=if_none_match,
             credentials=credentials,
         )
+        if clients.fast is not None:
+            return await self._fast_get(
+                clients.fast,
+                context,
+                uri,
+                headers,
+                range_value=range_value,
+                if_none_match=if_none_match,
+                into=into,
+            )
+        return await self._aiohttp_get(
+            clients,
+            context,
+            location.origin + uri,
+            headers,
+            range_value=range_value,
+            if_none_match=if_none_match,
+            into=into,
+        )
+
+    async def _fast_get(
+        self,
+        pool: HttpPool,
+        context: S3ErrorContext,
+        uri: str,
+        headers: dict[str, str],
+        *,
+        range_value: str | None,
+        if_none_match: str | None,
+        into: memoryview | None,
+    ) -> tuple[GetResult | None, int]:
+        """The lean GET over our own client (``_http.py``): a 206 body lands in ``into``."""
+        with s3_errors(context):
+            try:
+                head = request_head(uri, headers, _HTTP_EXTRA_HEADERS)
+            except ValueError as exc:
+                raise ConfigurationError(f"{context.describe()} failed: {exc}.") from None
+            try:
+                async with self._attempt_timeout():
+                    response = await pool.get(head, into)
+            except BodyCutShort as exc:
+                raise ConnectionLostError(
+                    f"{context.describe()} failed: the response body was cut short ({exc})."
+                ) from exc
+            except BodyTooLarge as exc:
+                raise StorageError(
+                    f"{context.describe()}: the server sent more bytes than the range asked "
+                    f"for ({exc})."
+                ) from exc
+            except TLSSetupError as exc:
+                raise StorageError(f"{context.describe()} failed: TLS error ({exc}).") from exc
+            status = response.status
+            if status in (200, 206):
+                version = VersionInfo(etag=response.headers.get("etag"))
+                if response.written >= 0:
+                    return GetResult(b"", version), response.written
+                return _body_result(response.body, status, range_value, version, into)
+            if status == 304 and if_none_match is not None:
+                return None, 0
+            code, message = parse_error_body(bytes(response.body))
+            raise error_for_status(status, code, message, context, response.headers)
+
+    async def _aiohttp_get(
+        self,
+        clients: LoopClients,
+        context: S3ErrorContext,
+        url: str,
+        headers: dict[str, str],
+        *,
+        range_value: str | None,
+        if_none_match: str | None,
+        into: memoryview | None,
+    ) -> tuple[GetResult | None, int]:
+        """The lean GET over aiohttp: used behind an HTTP(S) proxy."""
+        http = clients.http
+        assert http is not None
         import yarl
 
         target = yarl.URL(url, encoded=True)
@@ -374,14 +461,7 @@ class S3Storage(BaseStorage):
                             written = end
                         return GetResult(b"", version), written
                     data = await r.read()
-                    if status == 200 and range_value is not None:
-                        # The server ignored the Range header: cut the range out ourselves.
-                        data = _apply_range(data, range_value)
-                    if into is not None:
-                        written = min(len(data), len(into))
-                        into[:written] = data[:written]
-                        return GetResult(b"", version), written
-                    return GetResult(data, version), len(data)
+                    return _body_result(data, status, range_value, version, into)
                 if status == 304 and if_none_match is not None:
                     return None, 0
                 body = await r.read()
@@ -689,6 +769,31 @@ def build_get_request(
 
     ``base_headers``: the read headers, lower-case names. No credentials: unsigned.
     """
+    uri, headers = _get_request(
+        location,
+        signer,
+        base_headers,
+        path,
+        range_value=range_value,
+        if_none_match=if_none_match,
+        credentials=credentials,
+        timestamp=timestamp,
+    )
+    return location.origin + uri, headers
+
+
+def _get_request(
+    location: S3Location,
+    signer: SigV4Signer,
+    base_headers: Mapping[str, str],
+    path: str,
+    *,
+    range_value: str | None = None,
+    if_none_match: str | None = None,
+    credentials: FrozenCredentials | None = None,
+    timestamp: str | None = None,
+) -> tuple[str, dict[str, str]]:
+    """``build_get_request`` with the request target (encoded path) instead of the URL."""
     headers = dict(base_headers)
     if range_value is not None:
         headers["range"] = range_value
@@ -709,7 +814,25 @@ def build_get_request(
             session_token=token,
             timestamp=timestamp,
         )
-    return location.origin + uri, headers
+    return uri, headers
+
+
+def _body_result(
+    data: bytes | bytearray,
+    status: int,
+    range_value: str | None,
+    version: VersionInfo,
+    into: memoryview | None,
+) -> tuple[GetResult, int]:
+    """A 200/206 body read into memory: cut out the range a server ignored, copy into ``into``."""
+    if status == 200 and range_value is not None:
+        # The server ignored the Range header: cut the range out ourselves.
+        data = _apply_range(data, range_value)
+    if into is not None:
+        written = min(len(data), len(into))
+        into[:written] = memoryview(data)[:written]
+        return GetResult(b"", version), written
+    return GetResult(data, version), len(data)
 
 
 def _aware(value: Datetime | None) -> Datetime | None:
@@ -727,7 +850,7 @@ def _object_info(item: Mapping[str, Any]) -> ObjectInfo:
     )
 
 
-def _apply_range(data: bytes, range_value: str) -> bytes:
+def _apply_range(data: bytes | bytearray, range_value: str) -> bytes | bytearray:
     """Cut ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` out of a whole body."""
     spec = range_value.removeprefix("bytes=")
     first, _, last = spec.partition("-")
@@ -738,4 +861,5 @@ def _apply_range(data: bytes, range_value: str) -> bytes:
         byte_range = OffsetByteRequest(int(first))
     else:
         byte_range = RangeByteRequest(int(first), int(last) + 1)
-    return slice_range(data, byte_range)
+    start, end = resolve_range(byte_range, len(data))
+    return data if (start, end) == (0, len(data)) else data[start:end]
