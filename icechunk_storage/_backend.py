@@ -36,6 +36,7 @@ import abc
 import asyncio
 import builtins
 import copy
+import mmap
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, Self, TypeVar
@@ -74,6 +75,7 @@ from ._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
+    ReadData,
     Storage,
     VersionInfo,
 )
@@ -87,6 +89,21 @@ WriteMode = Literal["overwrite", "create"] | VersionInfo
 WRITE_ID_METADATA_KEY = "icechunk_write_id"
 """User metadata stamped on every conditional write, to recognise our own write after a lost
 response (underscores because Azure refuses dashes; S3 lowercases keys)."""
+
+
+LAZY_ZEROED_BUFFER_MINIMUM = 1024 * 1024
+
+
+def allocate_buffer(size: int) -> memoryview:
+    """A writable buffer for a read in parts, without zero-filling it first.
+
+    ``bytearray(n)`` zero-fills every byte before the first request can start (about 0.45 ms
+    per MiB here, serial, before any byte arrives); an anonymous mmap is zeroed lazily by the
+    kernel as the parts land. Small buffers stay bytearrays.
+    """
+    if size < LAZY_ZEROED_BUFFER_MINIMUM:
+        return memoryview(bytearray(size))
+    return memoryview(mmap.mmap(-1, size))
 
 
 def check_byte_request(byte_range: object) -> None:
@@ -276,8 +293,8 @@ class BaseStorage(Storage):
         parts: builtins.list[tuple[int, int]],
     ) -> GetResult | None:
         """One concurrent read of every part; None if the parts saw different versions."""
-        buffer = bytearray(byte_range.length)
-        view = memoryview(buffer)
+        buffer = allocate_buffer(byte_range.length)
+        view = buffer  # each part writes through its own slice of it
         outcomes: builtins.list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
 
         async def read_part(index: int, start: int, end: int) -> None:
@@ -297,8 +314,6 @@ class BaseStorage(Storage):
                     group.create_task(read_part(index, start, end))
         except BaseExceptionGroup as group_error:
             raise first_error(group_error) from None
-        finally:
-            view.release()
         versions = {version for version, _ in outcomes if version is not None}
         if len(versions) > 1:
             return None
@@ -309,8 +324,7 @@ class BaseStorage(Storage):
             total += read
             if read < end - start:
                 break
-        data: bytes | bytearray = buffer if total == len(buffer) else bytes(buffer[:total])
-        return GetResult(data, versions.pop())
+        return GetResult(buffer if total == len(buffer) else buffer[:total], versions.pop())
 
     async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
         path = self._path(key)
@@ -329,7 +343,7 @@ class BaseStorage(Storage):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         return await fetch_many(
             self, requests, missing_ok=missing_ok, max_concurrency=max_concurrency
         )

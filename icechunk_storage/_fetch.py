@@ -27,7 +27,7 @@ from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest
 
 if TYPE_CHECKING:
     from ._backend import BaseStorage
-    from ._storage import GetResult
+    from ._storage import GetResult, ReadData
 
 __all__ = ["fetch_many", "first_error", "run_bounded"]
 
@@ -71,7 +71,7 @@ async def fetch_many(
     *,
     missing_ok: bool = False,
     max_concurrency: int | None = None,
-) -> list[bytes | bytearray | None]:
+) -> list[ReadData | None]:
     """See ``Storage.get_many``."""
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool)
@@ -84,7 +84,7 @@ async def fetch_many(
     listed: Sequence[tuple[str, ByteRequest | None]] = (
         requests if isinstance(requests, Sequence) else list(requests)
     )
-    results: list[bytes | bytearray | None] = [None] * len(listed)
+    results: list[ReadData | None] = [None] * len(listed)
     if not listed:
         return results
     for key, byte_range in listed:

@@ -8,7 +8,7 @@ or thread asks for it.
 How a credential is kept fresh (decided by the pure :func:`decide`, over :func:`schedule`):
 
 * A fetched credential gets a *refresh point*, a jittered few minutes before expiry (180-300
-  s, at most a fifth of its lifetime, so a 2 s credential refreshes after 1.6 s: about one
+  s, at most a tenth of its lifetime, so a 2 s credential refreshes after 1.8 s: about one
   call per lifetime), and a *must refresh point*, a safety margin before expiry (30 s, at
   most a twentieth of its lifetime).
 * ``get()`` before the refresh point returns the cached credential (no lock, no await).
@@ -112,17 +112,17 @@ class Scheduled(Generic[C]):
 
 
 def schedule(credential: C, now: datetime, margin: float, safety: float) -> Scheduled[C]:
-    """Refresh ``margin`` s before expiry, must refresh ``safety`` s before, capped at a fifth
-    and a twentieth of the lifetime left at ``now``: a short-lived credential serves 80 % of
-    its life before the background refresh (about 1.25 calls per lifetime, never a stampede),
-    and requests only wait in its last 5 %, which a refresh started at 80 % has to overrun."""
+    """Refresh ``margin`` s before expiry, must refresh ``safety`` s before, capped at a tenth
+    and a twentieth of the lifetime left at ``now``: a short-lived credential serves 90 % of
+    its life before the background refresh (about one call per lifetime, never a stampede),
+    and requests only wait in its last 5 %, which a refresh started at 90 % has to overrun."""
     expires = credential.expires_after
     if expires is None:
         return Scheduled(credential, None, None)
     lifetime = max(expires - now, timedelta(0))
     return Scheduled(
         credential,
-        refresh_at=expires - min(timedelta(seconds=margin), lifetime / 5),
+        refresh_at=expires - min(timedelta(seconds=margin), lifetime / 10),
         must_refresh_at=expires - min(timedelta(seconds=safety), lifetime / 20),
     )
 

@@ -54,6 +54,7 @@ from ._settings import StorageSettings
 
 __all__ = [
     "Capabilities",
+    "ReadData",
     "DeleteResult",
     "GetResult",
     "ListResult",
@@ -98,11 +99,17 @@ class ObjectInfo:
     metadata: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
 
 
+ReadData = bytes | bytearray | memoryview
+"""What reads return: bytes-like, never copied just to change its type. Small reads are
+``bytes``; large ones are a ``bytearray`` or, for reads in parts, a ``memoryview`` of one buffer
+the parts were read into. ``bytes(data)`` when you need ``bytes``."""
+
+
 @attrs.frozen
 class GetResult:
-    """Bytes read and the version they were read at."""
+    """Bytes read (see ``ReadData``) and the version they were read at."""
 
-    data: bytes | bytearray
+    data: ReadData
     version: VersionInfo
 
 
@@ -221,7 +228,7 @@ class Storage(abc.ABC):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         """The chunk fetch path: read many ``(key, byte range)`` pairs, results in request order.
 
         Requests run concurrently under the process-wide request limit, and at most

@@ -27,6 +27,7 @@ from ._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
+    ReadData,
     Storage,
     VersionInfo,
 )
@@ -84,7 +85,7 @@ class WrappedStorage(Storage, Generic[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         return await self.inner.get_many(
             requests, missing_ok=missing_ok, max_concurrency=max_concurrency
         )
@@ -176,7 +177,7 @@ class LatencyStorage(WrappedStorage[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         await asyncio.sleep(self.latency)
         return await super().get_many(
             requests, missing_ok=missing_ok, max_concurrency=max_concurrency
@@ -281,7 +282,7 @@ class InstrumentedStorage(WrappedStorage[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         with self._measure("get_many") as stats:
             results = await super().get_many(
                 requests, missing_ok=missing_ok, max_concurrency=max_concurrency

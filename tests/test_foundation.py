@@ -23,6 +23,7 @@ from icechunk_storage import (
     MemoryStorage,
     ObjectNotFoundError,
     PreconditionFailedError,
+    RangeByteRequest,
     RetriesExhaustedError,
     Storage,
     StorageConcurrencySettings,
@@ -294,6 +295,25 @@ async def test_operation_timeout_bounds_all_attempts_together() -> None:
     )
     with pytest.raises(RetriesExhaustedError):  # no budget: the retry budget ends it
         await without_budget.get("k")
+
+
+async def test_large_reads_in_parts_land_in_one_lazily_zeroed_buffer() -> None:
+    storage = in_memory_storage().with_settings(
+        StorageSettings(
+            concurrency=StorageConcurrencySettings(
+                ideal_concurrent_request_size=256 * 1024, max_concurrent_requests_for_object=8
+            )
+        )
+    )
+    data = random.Random(5).randbytes(3 * 1024 * 1024 + 17)
+    await storage.put("big", data)
+    whole = await storage.get("big", RangeByteRequest(0, len(data)))
+    assert isinstance(whole.data, memoryview)  # no copy into bytes afterwards
+    assert whole.data == data
+    tail = await storage.get("big", RangeByteRequest(1024 * 1024, 8 * 1024 * 1024))
+    assert bytes(tail.data) == data[1024 * 1024 :]  # ran past the end: truncated
+    [fetched] = await storage.get_many([("big", RangeByteRequest(5, 2 * 1024 * 1024))])
+    assert fetched == data[5 : 2 * 1024 * 1024]
 
 
 # --- the request limit ---------------------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._storage import ReadData
 from ._config import CompressionAlgorithm, RepositoryConfig, config_from_json, config_to_json
 from ._errors import RepositoryFormatError
 
@@ -221,7 +222,9 @@ def _encode(
     return header + payload
 
 
-def _decode(data: bytes | bytearray, file_type: FileType, what: str) -> dict[str, Any]:
+def _decode(data: ReadData, file_type: FileType, what: str) -> dict[str, Any]:
+    if isinstance(data, memoryview):  # a read in parts: decode from bytes
+        data = data.tobytes()
     newline = data.find(b"\n", 0, 200)
     if newline < 0:
         raise RepositoryFormatError(f"{what} has no icechunk_storage header; it is not ours.")
@@ -283,7 +286,7 @@ def encode_info(info: RepoInfo, algorithm: CompressionAlgorithm, level: int) -> 
     return _encode("repo-info", body, algorithm, level)
 
 
-def decode_info(data: bytes | bytearray) -> RepoInfo:
+def decode_info(data: ReadData) -> RepoInfo:
     body = _decode(data, "repo-info", "The repository info object 'repo'")
     try:
         return RepoInfo(
@@ -330,7 +333,7 @@ def encode_snapshot(snapshot: Snapshot, algorithm: CompressionAlgorithm, level: 
     return _encode("snapshot", body, algorithm, level)
 
 
-def decode_snapshot(data: bytes | bytearray, snapshot_id: str) -> Snapshot:
+def decode_snapshot(data: ReadData, snapshot_id: str) -> Snapshot:
     what = f"Snapshot {snapshot_key(snapshot_id)!r}"
     body = _decode(data, "snapshot", what)
     try:

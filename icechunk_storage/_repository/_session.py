@@ -46,6 +46,7 @@ from .._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
+    ReadData,
     Storage,
     VersionInfo,
 )
@@ -370,7 +371,7 @@ class SessionStorage(Storage):
 
     async def _read(
         self, key: str, entry: ManifestEntry, byte_range: ByteRequest | None
-    ) -> bytes | bytearray:
+    ) -> ReadData:
         if entry.chunk is None:
             return slice_range(entry.inline or b"", byte_range)
         try:
@@ -402,13 +403,13 @@ class SessionStorage(Storage):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[bytes | bytearray | None]:
+    ) -> list[ReadData | None]:
         listed = list(requests)
         for key, byte_range in listed:
             validate_key(key)
             check_byte_request(byte_range)
         view = await self._session._view()
-        results: list[bytes | bytearray | None] = [None] * len(listed)
+        results: list[ReadData | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)
         for index, (key, byte_range) in enumerate(listed):
             entry = view.get(key)
