@@ -24,6 +24,7 @@ import pytest
 from icechunk_storage import (
     ConnectionLostError,
     ObjectNotFoundError,
+    OffsetByteRequest,
     RangeByteRequest,
     RetriesExhaustedError,
     S3Storage,
@@ -33,6 +34,7 @@ from icechunk_storage import (
     StorageSettings,
     StorageTimeoutError,
     StorageTimeoutSettings,
+    SuffixByteRequest,
     s3_storage,
 )
 from icechunk_storage._s3 import _http
@@ -404,6 +406,22 @@ async def test_a_range_answered_with_fewer_bytes_is_a_short_read(server: FakeS3)
         server.script(range_from(100_000), short)
         result = await storage.get("big", RangeByteRequest(0, 300_000))
     assert result.data == BIG[:150_000]  # read up to where the object seemed to end
+
+
+async def test_a_server_that_ignores_range_still_gives_the_range(server: FakeS3) -> None:
+    async def whole(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
+        writer.write(http_response(200, fake.objects[request.key], {"ETag": '"whole"'}))
+        await writer.drain()
+        return True
+
+    async with make(server.url) as storage:
+        server.script(lambda r: "range" in r.headers, whole, times=3)
+        assert (await storage.get("big", RangeByteRequest(10, 20))).data == BIG[10:20]
+        assert (await storage.get("big", SuffixByteRequest(7))).data == BIG[-7:]
+        assert (await storage.get("big", OffsetByteRequest(len(BIG) - 3))).data == BIG[-3:]
+    async with make(server.url, settings=split(100_000)) as storage:  # parts: into the buffer
+        server.script(lambda r: "range" in r.headers, whole, times=3)
+        assert (await storage.get("big", RangeByteRequest(0, 300_000))).data == BIG[:300_000]
 
 
 async def test_chunked_and_close_delimited_bodies(server: FakeS3) -> None:

@@ -338,7 +338,7 @@ class S3Storage(BaseStorage):
         self,
         operation: str,
         path: str,
-        range_value: str | None,
+        byte_range: ByteRequest | None,
         if_none_match: str | None = None,
         into: memoryview | None = None,
     ) -> tuple[GetResult | None, int]:
@@ -357,7 +357,7 @@ class S3Storage(BaseStorage):
             signer,
             self._read_headers,
             path,
-            range_value=range_value,
+            range_value=_range_header(byte_range),
             if_none_match=if_none_match,
             credentials=credentials,
         )
@@ -367,7 +367,7 @@ class S3Storage(BaseStorage):
                 context,
                 uri,
                 headers,
-                range_value=range_value,
+                byte_range=byte_range,
                 if_none_match=if_none_match,
                 into=into,
             )
@@ -376,7 +376,7 @@ class S3Storage(BaseStorage):
             context,
             location.origin + uri,
             headers,
-            range_value=range_value,
+            byte_range=byte_range,
             if_none_match=if_none_match,
             into=into,
         )
@@ -388,7 +388,7 @@ class S3Storage(BaseStorage):
         uri: str,
         headers: dict[str, str],
         *,
-        range_value: str | None,
+        byte_range: ByteRequest | None,
         if_none_match: str | None,
         into: memoryview | None,
     ) -> tuple[GetResult | None, int]:
@@ -417,7 +417,7 @@ class S3Storage(BaseStorage):
                 version = VersionInfo(etag=response.headers.get("etag"))
                 if response.written >= 0:
                     return GetResult(b"", version), response.written
-                return _body_result(response.body, status, range_value, version, into)
+                return _body_result(response.body, status, byte_range, version, into)
             if status == 304 and if_none_match is not None:
                 return None, 0
             code, message = parse_error_body(bytes(response.body))
@@ -430,7 +430,7 @@ class S3Storage(BaseStorage):
         url: str,
         headers: dict[str, str],
         *,
-        range_value: str | None,
+        byte_range: ByteRequest | None,
         if_none_match: str | None,
         into: memoryview | None,
     ) -> tuple[GetResult | None, int]:
@@ -461,7 +461,7 @@ class S3Storage(BaseStorage):
                             written = end
                         return GetResult(b"", version), written
                     data = await r.read()
-                    return _body_result(data, status, range_value, version, into)
+                    return _body_result(data, status, byte_range, version, into)
                 if status == 304 and if_none_match is not None:
                     return None, 0
                 body = await r.read()
@@ -469,13 +469,13 @@ class S3Storage(BaseStorage):
                 raise error_for_status(status, code, message, context, r.headers)
 
     async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _ = await self._lean_get("get", path, _range_header(byte_range))
+        result, _ = await self._lean_get("get", path, byte_range)
         assert result is not None
         return result
 
     async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
-        range_value = f"bytes={start}-{start + len(out) - 1}"
-        result, written = await self._lean_get("get", path, range_value, into=out)
+        part = RangeByteRequest(start, start + len(out))
+        result, written = await self._lean_get("get", path, part, into=out)
         assert result is not None
         return result.version, written
 
@@ -820,14 +820,15 @@ def _get_request(
 def _body_result(
     data: bytes | bytearray,
     status: int,
-    range_value: str | None,
+    byte_range: ByteRequest | None,
     version: VersionInfo,
     into: memoryview | None,
 ) -> tuple[GetResult, int]:
     """A 200/206 body read into memory: cut out the range a server ignored, copy into ``into``."""
-    if status == 200 and range_value is not None:
+    if status == 200 and byte_range is not None:
         # The server ignored the Range header: cut the range out ourselves.
-        data = _apply_range(data, range_value)
+        start, end = resolve_range(byte_range, len(data))
+        data = data if (start, end) == (0, len(data)) else data[start:end]
     if into is not None:
         written = min(len(data), len(into))
         into[:written] = memoryview(data)[:written]
@@ -848,18 +849,3 @@ def _object_info(item: Mapping[str, Any]) -> ObjectInfo:
         last_modified=_aware(item.get("LastModified")),
         version=VersionInfo(etag=item.get("ETag")),
     )
-
-
-def _apply_range(data: bytes | bytearray, range_value: str) -> bytes | bytearray:
-    """Cut ``bytes=a-b`` / ``bytes=a-`` / ``bytes=-n`` out of a whole body."""
-    spec = range_value.removeprefix("bytes=")
-    first, _, last = spec.partition("-")
-    byte_range: ByteRequest
-    if not first:
-        byte_range = SuffixByteRequest(int(last))
-    elif not last:
-        byte_range = OffsetByteRequest(int(first))
-    else:
-        byte_range = RangeByteRequest(int(first), int(last) + 1)
-    start, end = resolve_range(byte_range, len(data))
-    return data if (start, end) == (0, len(data)) else data[start:end]
