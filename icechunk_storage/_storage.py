@@ -42,7 +42,7 @@ Lifecycle
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
@@ -312,9 +312,3 @@ class Storage(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-def as_sequence(
-    requests: Iterable[tuple[str, ByteRequest | None]],
-) -> Sequence[tuple[str, ByteRequest | None]]:
-    return requests if isinstance(requests, Sequence) else list(requests)
