@@ -36,19 +36,20 @@ import abc
 import asyncio
 import builtins
 import copy
-import mmap
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import attrs
 
+from ._buffers import allocate_buffer
 from ._errors import (
     ConditionFailedError,
     ConfigurationError,
     ObjectNotFoundError,
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
+    ResponseIntegrityError,
     RetriesExhaustedError,
     StorageError,
     StorageTimeoutError,
@@ -79,6 +80,7 @@ from ._storage import (
     Storage,
     VersionInfo,
 )
+from ._transport import describe_range
 
 __all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "WriteMode"]
 
@@ -89,21 +91,6 @@ WriteMode = Literal["overwrite", "create"] | VersionInfo
 WRITE_ID_METADATA_KEY = "icechunk_write_id"
 """User metadata stamped on every conditional write, to recognise our own write after a lost
 response (underscores because Azure refuses dashes; S3 lowercases keys)."""
-
-
-LAZY_ZEROED_BUFFER_MINIMUM = 1024 * 1024
-
-
-def allocate_buffer(size: int) -> memoryview:
-    """A writable buffer for a read in parts, without zero-filling it first.
-
-    ``bytearray(n)`` zero-fills every byte before the first request can start (about 0.45 ms
-    per MiB here, serial, before any byte arrives); an anonymous mmap is zeroed lazily by the
-    kernel as the parts land. Small buffers stay bytearrays.
-    """
-    if size < LAZY_ZEROED_BUFFER_MINIMUM:
-        return memoryview(bytearray(size))
-    return memoryview(mmap.mmap(-1, size))
 
 
 def check_byte_request(byte_range: object) -> None:
@@ -278,12 +265,15 @@ class BaseStorage(Storage):
         byte_range: RangeByteRequest,
         parts: builtins.list[tuple[int, int]],
     ) -> GetResult:
-        """Read parts concurrently straight into one buffer; retry if the object changed."""
-        for _ in range(self._retry_policy.max_tries):
+        """Read parts concurrently straight into one buffer; read again if the object
+        changed between parts or the parts disagree (never a torn or short result)."""
+        attempts = self._retry_policy.max_tries
+        for _ in range(attempts):
             result = await self._read_parts_once(key, path, byte_range, parts)
-            if result is not None:
+            if isinstance(result, GetResult):
                 return result
-        raise TransientError(f"{key!r} changed while it was being read in parts, on every attempt.")
+            last = result
+        raise RetriesExhaustedError("get", key, attempts, last) from last
 
     async def _read_parts_once(
         self,
@@ -291,11 +281,13 @@ class BaseStorage(Storage):
         path: str,
         byte_range: RangeByteRequest,
         parts: builtins.list[tuple[int, int]],
-    ) -> GetResult | None:
-        """One concurrent read of every part; None if the parts saw different versions."""
+    ) -> GetResult | TransientError:
+        """One concurrent read of every part; an error (to retry) if they do not agree."""
         buffer = allocate_buffer(byte_range.length)
         view = buffer  # each part writes through its own slice of it
-        outcomes: builtins.list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
+        outcomes: builtins.list[tuple[VersionInfo | None, int, int | None]] = [
+            (None, 0, None)
+        ] * len(parts)
 
         async def read_part(index: int, start: int, end: int) -> None:
             target = view[start - byte_range.start : end - byte_range.start]
@@ -304,7 +296,7 @@ class BaseStorage(Storage):
                     "get", key, lambda: self._read_into(path, start, target)
                 )
             except RangeNotSatisfiableError:
-                outcomes[index] = (None, 0)  # this part starts past the end
+                outcomes[index] = (None, 0, None)  # this part starts past the end
             finally:
                 target.release()
 
@@ -313,17 +305,18 @@ class BaseStorage(Storage):
                 for index, (start, end) in enumerate(parts):
                     group.create_task(read_part(index, start, end))
         except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        versions = {version for version, _ in outcomes if version is not None}
+            raise (error := first_error(group_error)) from error.__cause__
+        versions = {version for version, _, _ in outcomes if version is not None}
         if len(versions) > 1:
-            return None
+            return TransientError(f"{key!r} changed while it was being read in parts.")
         if not versions:
             return await self._empty_or_raise(key, byte_range)
-        total = 0
-        for (start, end), (_, read) in zip(parts, outcomes, strict=True):
-            total += read
-            if read < end - start:
-                break
+        problem = _parts_problem(byte_range, parts, outcomes)
+        if problem is not None:
+            return ResponseIntegrityError(
+                f"get of {key!r} ({describe_range(byte_range)}): {problem}"
+            )
+        total = sum(read for _, read, _ in outcomes)
         return GetResult(buffer if total == len(buffer) else buffer[:total], versions.pop())
 
     async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
@@ -498,7 +491,7 @@ class BaseStorage(Storage):
                 if batch:
                     group.create_task(delete_batch(batch))
         except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
+            raise (error := first_error(group_error)) from error.__cause__
         return sum(results, DeleteResult())
 
     # --- listing ---------------------------------------------------------------------------
@@ -599,12 +592,15 @@ class BaseStorage(Storage):
             return None
         return await self._get_object(path, None)
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
-        """Read ``len(out)`` bytes from ``start`` into ``out``; return version, bytes read."""
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
+        """Read ``len(out)`` bytes from ``start`` into ``out``; return the version, the
+        bytes read, and the object's size if the response told it (None: unknown)."""
         result = await self._get_object(path, RangeByteRequest(start, start + len(out)))
         read = len(result.data)
         out[:read] = result.data
-        return result.version, read
+        return result.version, read, None
 
     async def _list_dir(self, path_prefix: str) -> ListResult:
         """Default: derive one level from the recursive listing."""
@@ -642,6 +638,35 @@ class BaseStorage(Storage):
 
     def _reset_runtime(self) -> None:
         """Forget live clients and tasks (after unpickling or ``with_settings``)."""
+
+
+def _parts_problem(
+    byte_range: RangeByteRequest,
+    parts: builtins.list[tuple[int, int]],
+    outcomes: builtins.list[tuple[VersionInfo | None, int, int | None]],
+) -> str | None:
+    """Why the parts of one read do not make one contiguous result, or None if they do.
+
+    Every part must hold all it asked for, up to the object's end: a part shorter than
+    asked while the object goes on is an error, never the end of the result.
+    """
+    totals = {total for _, _, total in outcomes if total is not None}
+    if len(totals) > 1:
+        return f"the parts disagree on the object's size ({sorted(totals)})"
+    end_of_object = totals.pop() if totals else None
+    ended = False
+    for (start, end), (_, read, _) in zip(parts, outcomes, strict=True):
+        wanted = end - start
+        if end_of_object is not None:
+            wanted = max(0, min(end, end_of_object) - start)
+        elif ended:
+            wanted = 0
+        if read != wanted:
+            if end_of_object is None and not ended and read < wanted:
+                ended = True  # unknown size: a short part is the end, if all after are empty
+                continue
+            return f"the part at bytes {start}-{end - 1} returned {read} bytes, expected {wanted}"
+    return None
 
 
 async def _aiter(

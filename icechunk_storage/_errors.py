@@ -14,10 +14,13 @@ The tree, and who has to act on each::
     ├── PermissionDeniedError           also PermissionError: the credentials lack a right
     ├── AuthenticationError             the credentials were rejected
     │   └── CredentialsRefreshError     the user's get_credentials callback failed
+    ├── TLSVerificationError            the server's certificate failed verification
     ├── TransientError                  safe to retry; the retry loop catches only these
     │   ├── ThrottledError              429, 503 SlowDown
-    │   ├── StorageTimeoutError         also TimeoutError
+    │   ├── StorageTimeoutError         also TimeoutError: a stall, or past the deadline
     │   ├── ConnectionLostError         reset, refused, body cut short
+    │   │   └── ProtocolError           the response broke HTTP/1.1 framing
+    │   ├── ResponseIntegrityError      wrong range, short part, bytes not asked for
     │   └── ServerError                 500, 502, 504 ...
     └── RetriesExhaustedError           a transient failure outlived the retry budget
 
@@ -39,12 +42,15 @@ __all__ = [
     "ObjectNotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
+    "ProtocolError",
     "RangeNotSatisfiableError",
     "ReadOnlyStorageError",
+    "ResponseIntegrityError",
     "RetriesExhaustedError",
     "ServerError",
     "StorageError",
     "StorageTimeoutError",
+    "TLSVerificationError",
     "ThrottledError",
     "TransientError",
 ]
@@ -123,6 +129,11 @@ class CredentialsRefreshError(AuthenticationError):
     """The user's ``get_credentials`` callback failed and no valid credential is left."""
 
 
+class TLSVerificationError(StorageError):
+    """The server's TLS certificate failed verification. Not retried: fix the endpoint, or
+    point ``AWS_CA_BUNDLE`` / ``SSL_CERT_FILE`` at the right CA bundle."""
+
+
 class TransientError(StorageError):
     """A failure that may succeed when retried. Only these are retried."""
 
@@ -139,6 +150,17 @@ class ConnectionLostError(TransientError):
     """The connection failed: refused, reset, or the body was cut short."""
 
 
+class ProtocolError(ConnectionLostError):
+    """The response broke HTTP/1.1 framing (bad status line, header, chunk size ...).
+
+    Retried on a new connection: a stale or confused intermediary is the usual cause."""
+
+
+class ResponseIntegrityError(TransientError):
+    """A response did not match its request: another byte range, a short or long body, a
+    partial response to a request for the whole object. Retried; never returned as data."""
+
+
 class ServerError(TransientError):
     """The server failed (500, 502, 504 ...)."""
 
@@ -146,13 +168,15 @@ class ServerError(TransientError):
 class RetriesExhaustedError(StorageError):
     """A transient failure persisted through every attempt the retry settings allow.
 
-    ``attempts`` is the number of attempts made; the last failure is chained as ``__cause__``.
+    ``attempts`` is the number of attempts made; ``last_error`` the last failure, also chained
+    as ``__cause__``.
     """
 
     def __init__(self, operation: str, key: str, attempts: int, last: BaseException) -> None:
         self.operation = operation
         self.key = key
         self.attempts = attempts
+        self.last_error = last
         super().__init__(
             f"{operation} of {key!r} failed after {attempts} attempts; last error: {last}. "
             "Raise StorageRetriesSettings.max_tries to try longer."

@@ -62,7 +62,7 @@ async def run_bounded(
             for _ in range(max(1, max_workers)):
                 group.create_task(worker())
     except BaseExceptionGroup as group_error:
-        raise first_error(group_error) from None
+        raise (error := first_error(group_error)) from error.__cause__
 
 
 async def fetch_many(

@@ -148,7 +148,9 @@ def _read_many(
     return results
 
 
-def _read_into(file: str, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+def _read_into(
+    file: str, path: str, start: int, out: memoryview
+) -> tuple[VersionInfo, int, int | None]:
     fd = _open_for_read(file, path)
     try:
         stat = os.fstat(fd)
@@ -159,7 +161,7 @@ def _read_into(file: str, path: str, start: int, out: memoryview) -> tuple[Versi
             if read == 0:
                 break
             done += read
-        return _version(stat), done
+        return _version(stat), done, stat.st_size
     finally:
         os.close(fd)
 
@@ -387,7 +389,9 @@ class LocalFileSystemStorage(BaseStorage):
         items = [(self._files.file(path), path, byte_range) for path, byte_range in requests]
         return await _run(_read_many, items)
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         return await _run(_read_into, self._files.file(path), path, start, out)
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:

@@ -45,7 +45,6 @@ from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
 from .._credentials import AnyS3Credential, S3Credentials
 from .._errors import (
     ConfigurationError,
-    ConnectionLostError,
     PreconditionFailedError,
     StorageError,
 )
@@ -55,11 +54,11 @@ from .._ranges import (
     OffsetByteRequest,
     RangeByteRequest,
     SuffixByteRequest,
-    resolve_range,
     split_for_multipart,
 )
 from .._settings import StorageSettings
 from .._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from .._transport import Request, aclose_transport, get_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import USER_AGENT, ClientSettings, LoopClients
 from ._errors import (
@@ -70,7 +69,6 @@ from ._errors import (
     s3_errors,
 )
 from ._headers import HeaderPairs, RequestHeaders, resolve_request_headers, validate_headers
-from ._http import BodyCutShort, BodyTooLarge, HttpPool, TLSSetupError, request_head
 from ._location import S3Location
 from ._options import ChecksumAlgorithm, S3Options
 from ._sigv4 import SigV4Signer
@@ -86,8 +84,8 @@ __all__ = ["S3Storage", "build_get_request"]
 
 T = TypeVar("T")
 
-_HTTP_EXTRA_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity\r\n"
-"""What the aiohttp session adds to every lean GET, so both transports send the same."""
+_UNSIGNED_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+"""Added to every lean GET after signing, as the aiobotocore path sends them."""
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -260,6 +258,7 @@ class S3Storage(BaseStorage):
         timeouts = self.settings.timeouts
         connect_ms = timeouts.connect_timeout_ms if timeouts else None
         read_ms = timeouts.read_timeout_ms if timeouts else None
+        attempt_ms = timeouts.operation_attempt_timeout_ms if timeouts else None
         reads = [t for t in (self._options.stream_timeout,) if t is not None]
         if read_ms is not None:
             reads.append(read_ms / 1000)
@@ -272,11 +271,12 @@ class S3Storage(BaseStorage):
             connect_timeout=connect_ms / 1000 if connect_ms is not None else None,
             read_timeout=min(reads) if reads else None,
             headers=self._headers,
+            attempt_timeout=attempt_ms / 1000 if attempt_ms is not None else None,
         )
 
     async def _clients(self) -> LoopClients:
         clients = self._loops.get()
-        if clients.http is None:
+        if clients.location is None:
             await clients.ready()
         return clients
 
@@ -286,6 +286,8 @@ class S3Storage(BaseStorage):
     async def _aclose(self) -> None:
         clients = self._loops.pop()
         if clients is not None:
+            if clients.transport is not None:
+                await aclose_transport(clients.transport)
             await clients.aclose()
         if self._source is not None and not self._loops.items():
             await self._source.aclose()
@@ -341,18 +343,21 @@ class S3Storage(BaseStorage):
         byte_range: ByteRequest | None,
         if_none_match: str | None = None,
         into: memoryview | None = None,
-    ) -> tuple[GetResult | None, int]:
-        """One signed GET; the body is read here, so a failure mid-body is retried whole.
+    ) -> tuple[GetResult | None, int, int | None]:
+        """One signed GET through the shared transport; the body is read here, so a
+        failure mid-body is retried whole.
 
-        Returns ``(result, bytes written into into)``; result None means 304 Not Modified.
+        Returns ``(result, bytes written into into, object size)``; result None means
+        304 Not Modified.
         """
         clients = await self._clients()
-        location, signer = clients.location, clients.signer
+        location, signer, config = clients.location, clients.signer, clients.transport
         assert location is not None
         assert signer is not None
+        assert config is not None
         context = self._context(operation, path)
         credentials = await self._signing_credentials(clients)
-        uri, headers = _get_request(
+        target, headers = _get_request(
             location,
             signer,
             self._read_headers,
@@ -361,128 +366,40 @@ class S3Storage(BaseStorage):
             if_none_match=if_none_match,
             credentials=credentials,
         )
-        if clients.fast is not None:
-            return await self._fast_get(
-                clients.fast,
-                context,
-                uri,
-                headers,
-                byte_range=byte_range,
-                if_none_match=if_none_match,
-                into=into,
+        headers.update(_UNSIGNED_HEADERS)
+        with s3_errors(context):
+            response = await get_transport(config).read(
+                Request("GET", target, headers), byte_range, what=context.describe(), into=into
             )
-        return await self._aiohttp_get(
-            clients,
-            context,
-            location.origin + uri,
-            headers,
-            byte_range=byte_range,
-            if_none_match=if_none_match,
-            into=into,
-        )
-
-    async def _fast_get(
-        self,
-        pool: HttpPool,
-        context: S3ErrorContext,
-        uri: str,
-        headers: dict[str, str],
-        *,
-        byte_range: ByteRequest | None,
-        if_none_match: str | None,
-        into: memoryview | None,
-    ) -> tuple[GetResult | None, int]:
-        """The lean GET over our own client (``_http.py``): a 206 body lands in ``into``."""
-        with s3_errors(context):
-            try:
-                head = request_head(uri, headers, _HTTP_EXTRA_HEADERS)
-            except ValueError as exc:
-                raise ConfigurationError(f"{context.describe()} failed: {exc}.") from None
-            try:
-                async with self._attempt_timeout():
-                    response = await pool.get(head, into)
-            except BodyCutShort as exc:
-                raise ConnectionLostError(
-                    f"{context.describe()} failed: the response body was cut short ({exc})."
-                ) from exc
-            except BodyTooLarge as exc:
-                raise StorageError(
-                    f"{context.describe()}: the server sent more bytes than the range asked "
-                    f"for ({exc})."
-                ) from exc
-            except TLSSetupError as exc:
-                raise StorageError(f"{context.describe()} failed: TLS error ({exc}).") from exc
-            status = response.status
-            if status in (200, 206):
-                version = VersionInfo(etag=response.headers.get("etag"))
-                if response.written >= 0:
-                    return GetResult(b"", version), response.written
-                return _body_result(response.body, status, byte_range, version, into)
-            if status == 304 and if_none_match is not None:
-                return None, 0
-            code, message = parse_error_body(bytes(response.body))
-            raise error_for_status(status, code, message, context, response.headers)
-
-    async def _aiohttp_get(
-        self,
-        clients: LoopClients,
-        context: S3ErrorContext,
-        url: str,
-        headers: dict[str, str],
-        *,
-        byte_range: ByteRequest | None,
-        if_none_match: str | None,
-        into: memoryview | None,
-    ) -> tuple[GetResult | None, int]:
-        """The lean GET over aiohttp: used behind an HTTP(S) proxy."""
-        http = clients.http
-        assert http is not None
-        import yarl
-
-        target = yarl.URL(url, encoded=True)
-        with s3_errors(context):
-            async with (
-                self._attempt_timeout(),
-                http.get(target, headers=headers, proxy=clients.proxy, allow_redirects=False) as r,
-            ):
-                status = r.status
-                if status in (200, 206):
-                    version = VersionInfo(etag=r.headers.get("ETag"))
-                    if into is not None and status == 206:
-                        written = 0
-                        async for piece in r.content.iter_any():
-                            end = written + len(piece)
-                            if end > len(into):
-                                raise StorageError(
-                                    f"{context.describe()}: the server sent more bytes than "
-                                    "the range asked for."
-                                )
-                            into[written:end] = piece
-                            written = end
-                        return GetResult(b"", version), written
-                    data = await r.read()
-                    return _body_result(data, status, byte_range, version, into)
-                if status == 304 and if_none_match is not None:
-                    return None, 0
-                body = await r.read()
-                code, message = parse_error_body(body)
-                raise error_for_status(status, code, message, context, r.headers)
+        status = response.status
+        if status in (200, 206):
+            result = GetResult(response.body, VersionInfo(etag=response.headers.get("etag")))
+            written = response.written if response.written >= 0 else len(response.body)
+            return result, written, response.total
+        if status == 304 and if_none_match is not None:
+            return None, 0, None
+        code, message = parse_error_body(bytes(response.body))
+        raise error_for_status(status, code, message, context, response.headers)
 
     async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _ = await self._lean_get("get", path, byte_range)
+        result, _, _ = await self._lean_get("get", path, byte_range)
         assert result is not None
         return result
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         part = RangeByteRequest(start, start + len(out))
-        result, written = await self._lean_get("get", path, part, into=out)
+        result, written, total = await self._lean_get("get", path, part, into=out)
         assert result is not None
-        return result.version, written
+        return result.version, written, total
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         if version.etag is None:
             return await self._get_object(path, None)
-        result, _ = await self._lean_get("get_if_changed", path, None, if_none_match=version.etag)
+        result, _, _ = await self._lean_get(
+            "get_if_changed", path, None, if_none_match=version.etag
+        )
         return result
 
     # --- aiobotocore requests ------------------------------------------------------------
@@ -654,7 +571,7 @@ class S3Storage(BaseStorage):
                 for index, (start, end) in enumerate(ranges):
                     group.create_task(upload(index, start, end))
         except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
+            raise (error := first_error(group_error)) from error.__cause__
         return parts
 
     async def _abort_upload(self, key: str, path: str, upload_id: str) -> None:
@@ -815,25 +732,6 @@ def _get_request(
             timestamp=timestamp,
         )
     return uri, headers
-
-
-def _body_result(
-    data: bytes | bytearray,
-    status: int,
-    byte_range: ByteRequest | None,
-    version: VersionInfo,
-    into: memoryview | None,
-) -> tuple[GetResult, int]:
-    """A 200/206 body read into memory: cut out the range a server ignored, copy into ``into``."""
-    if status == 200 and byte_range is not None:
-        # The server ignored the Range header: cut the range out ourselves.
-        start, end = resolve_range(byte_range, len(data))
-        data = data if (start, end) == (0, len(data)) else data[start:end]
-    if into is not None:
-        written = min(len(data), len(into))
-        into[:written] = memoryview(data)[:written]
-        return GetResult(b"", version), written
-    return GetResult(data, version), len(data)
 
 
 def _aware(value: Datetime | None) -> Datetime | None:
