@@ -7,6 +7,7 @@ The tree, and who has to act on each::
     ├── ConditionFailedError            a conditional write or copy met another version
     │   ├── AlreadyExistsError          also FileExistsError: put(mode="create") found an object
     │   └── PreconditionFailedError     put/copy at version V: the object is no longer at V
+    ├── MultipartUploadVanishedError    an upload in parts was gone at completion (read back)
     ├── RangeNotSatisfiableError        also ValueError: the byte range starts past the end
     ├── InvalidKeyError                 also ValueError: absolute, "..", control characters
     ├── ConfigurationError              also ValueError: bad settings or constructor arguments
@@ -39,6 +40,7 @@ __all__ = [
     "ConnectionLostError",
     "CredentialsRefreshError",
     "InvalidKeyError",
+    "MultipartUploadVanishedError",
     "ObjectNotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
@@ -57,7 +59,14 @@ __all__ = [
 
 
 class StorageError(Exception):
-    """Base class of every error raised by icechunk_storage."""
+    """Base class of every error raised by icechunk_storage.
+
+    ``operation`` ("get", "put", "list" ...) and ``key`` (the user's key, relative to the
+    storage's prefix) say what failed; they are set for every error a storage operation
+    raises, and None for errors raised before any operation (bad arguments)."""
+
+    operation: str | None = None
+    key: str | None = None
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):
@@ -99,6 +108,12 @@ class PreconditionFailedError(ConditionFailedError):
             message
             or f"Refused to write {key!r}: it is no longer at the expected version {expected}."
         )
+
+
+class MultipartUploadVanishedError(StorageError):
+    """Completing an upload in parts found no upload: the shape of a completion whose first
+    response was lost (the retry finds it already completed). Only a read-back of our own
+    write id turns it into success."""
 
 
 class RangeNotSatisfiableError(StorageError, ValueError):

@@ -33,12 +33,12 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
-from ._backend import BaseStorage, WriteMode
+from ._backend import BaseStorage, ListPage, WriteMode
 from ._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -51,7 +51,7 @@ from ._errors import (
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
-from ._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from ._storage import Data, GetResult, ObjectInfo, VersionInfo
 
 __all__ = ["LocalFileSystemStorage", "local_filesystem_storage"]
 
@@ -417,17 +417,17 @@ class LocalFileSystemStorage(BaseStorage):
         self._files.file(destination)
         return await _run(self._files.copy, source, destination, version)
 
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        pending = [path_prefix]
-        while pending:
-            objects, prefixes = await _run(self._files.scan, pending.pop())
-            for info in objects:
-                yield info
-            pending.extend(prefixes)
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects, prefixes = await _run(self._files.scan, path_prefix)
-        return ListResult(objects=objects, prefixes=sorted(prefixes))
+    async def _list_page(
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
+        """One directory per page. A recursive listing's token is the queue of directories
+        still to scan (paths never hold a line break: keys refuse control characters)."""
+        pending = token.split("\n") if token is not None else [path_prefix]
+        objects, prefixes = await _run(self._files.scan, pending.pop())
+        if delimiter is not None:
+            return ListPage(objects=objects, prefixes=sorted(prefixes))
+        pending.extend(prefixes)
+        return ListPage(objects=objects, next_token="\n".join(pending) if pending else None)
 
     async def _delete_objects(
         self, paths: list[str]

@@ -36,19 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
+from .._backend import BaseStorage, ListPage, WriteMode
 from .._credentials import AnyS3Credential, S3Credentials
 from .._errors import (
     ConfigurationError,
     PreconditionFailedError,
-    StorageError,
 )
-from .._fetch import first_error
 from .._ranges import (
     ByteRequest,
     OffsetByteRequest,
@@ -57,12 +54,11 @@ from .._ranges import (
     split_for_multipart,
 )
 from .._settings import StorageSettings
-from .._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from .._storage import Data, GetResult, ObjectInfo, VersionInfo
 from .._transport import Request, aclose_transport, get_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import USER_AGENT, ClientSettings, LoopClients
 from ._errors import (
-    MultipartUploadVanishedError,
     S3ErrorContext,
     error_for_status,
     parse_error_body,
@@ -467,126 +463,77 @@ class S3Storage(BaseStorage):
         )
         return VersionInfo(etag=response.get("ETag"))
 
-    async def _put_multipart(
+    # --- uploads in parts: the base runs these steps, each one request ---------------------
+
+    def _multipart_ranges(self, size: int) -> list[tuple[int, int]]:
+        """Equal parts but the last, within S3's limits: at least 5 MiB but the last, at most
+        5 GiB, at most 10,000 parts."""
+        max_parts, ideal = self.settings.effective_concurrency
+        limit = min(max_parts, MAX_PARTS, max(1, size // MIN_PART_SIZE))
+        limit = max(limit, -(-size // MAX_PART_SIZE))
+        return split_for_multipart(size, ideal, limit)
+
+    async def _multipart_start(
+        self, path: str, mode: WriteMode, content_type: str | None, metadata: Mapping[str, str]
+    ) -> str:
+        params = self._write_params(path, content_type, metadata)
+        created = await self._request(
+            self._context("create_multipart", path),
+            lambda c: c.create_multipart_upload(**params),
+        )
+        return str(created["UploadId"])
+
+    async def _multipart_part(
+        self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
+    ) -> object:
+        params: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": path,
+            "UploadId": upload,
+            "PartNumber": number,
+            "Body": bytes(body),  # botocore reads the body as a stream: a copy per attempt
+        }
+        checksum = self._checksum
+        if checksum is not None:
+            params["ChecksumAlgorithm"] = checksum.wire_name
+        response = await self._request(
+            self._context("upload_part", path), lambda c: c.upload_part(**params)
+        )
+        part: dict[str, Any] = {"ETag": _strip_quotes(response["ETag"]), "PartNumber": number}
+        if checksum is not None:
+            fields: Mapping[str, Any] = response
+            value = fields.get(f"Checksum{checksum.wire_name}")
+            if value:
+                part[f"Checksum{checksum.wire_name}"] = value
+        return part
+
+    async def _multipart_complete(
         self,
         path: str,
-        data: Data,
+        upload: str,
+        parts: list[object],
         mode: WriteMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
-        """CreateMultipartUpload, parts concurrently, then Complete with the condition.
-
-        Every step runs through ``_call`` (retried, under the request limit). Any failure
-        aborts the upload, so none is left behind. A Complete that finds the upload gone
-        (its first response was lost) is resolved by reading back our write id.
-        """
-        key = self._key(path)
-        metadata = dict(metadata)
-        if self.settings.use_metadata and WRITE_ID_METADATA_KEY not in metadata:
-            metadata[WRITE_ID_METADATA_KEY] = uuid.uuid4().hex
-        write_id = metadata.get(WRITE_ID_METADATA_KEY)
-        condition = self._condition(path, mode)
-        create_params = self._write_params(path, content_type, metadata)
-        created = await self._call(
-            "put",
-            key,
-            lambda: self._request(
-                self._context("create_multipart", path),
-                lambda c: c.create_multipart_upload(**create_params),
-            ),
+        complete: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": path,
+            "UploadId": upload,
+            "MultipartUpload": {"Parts": parts},
+            **self._condition(path, mode),
+        }
+        response = await self._request(
+            self._context("complete_multipart", path, mode=mode),
+            lambda c: c.complete_multipart_upload(**complete),
         )
-        upload_id = created["UploadId"]
-        try:
-            parts = await self._upload_parts(key, path, upload_id, data)
-            complete: dict[str, Any] = {
-                "Bucket": self._bucket,
-                "Key": path,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-                **condition,
-            }
-            response = await self._call(
-                "put",
-                key,
-                lambda: self._request(
-                    self._context("complete_multipart", path, mode=mode),
-                    lambda c: c.complete_multipart_upload(**complete),
-                ),
-            )
-            return VersionInfo(etag=response.get("ETag"))
-        except MultipartUploadVanishedError:
-            if write_id is not None:
-                version = await self._readback(path, write_id)
-                if version is not None:
-                    return version
-            await asyncio.shield(self._abort_upload(key, path, upload_id))
-            raise
-        except BaseException:
-            await asyncio.shield(self._abort_upload(key, path, upload_id))
-            raise
+        return VersionInfo(etag=response.get("ETag"))
 
-    async def _upload_parts(
-        self, key: str, path: str, upload_id: str, data: Data
-    ) -> list[dict[str, Any]]:
-        size = len(data)
-        max_parts, ideal = self.settings.effective_concurrency
-        limit = min(max_parts, MAX_PARTS, max(1, size // MIN_PART_SIZE))
-        limit = max(limit, -(-size // MAX_PART_SIZE))
-        ranges = split_for_multipart(size, ideal, limit)
-        view = memoryview(data).cast("B")
-        parts: list[dict[str, Any]] = [{} for _ in ranges]
-        checksum = self._checksum
-
-        async def upload(index: int, start: int, end: int) -> None:
-            params: dict[str, Any] = {
-                "Bucket": self._bucket,
-                "Key": path,
-                "UploadId": upload_id,
-                "PartNumber": index + 1,
-            }
-            if checksum is not None:
-                params["ChecksumAlgorithm"] = checksum.wire_name
-
-            async def attempt() -> Any:
-                body = bytes(view[start:end])  # a fresh body per attempt
-                return await self._request(
-                    self._context("upload_part", path),
-                    lambda c: c.upload_part(Body=body, **params),
-                )
-
-            response = await self._call("put", key, attempt)
-            part: dict[str, Any] = {
-                "ETag": _strip_quotes(response["ETag"]),
-                "PartNumber": index + 1,
-            }
-            if checksum is not None:
-                field = f"Checksum{checksum.wire_name}"
-                if response.get(field):
-                    part[field] = response[field]
-            parts[index] = part
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, (start, end) in enumerate(ranges):
-                    group.create_task(upload(index, start, end))
-        except BaseExceptionGroup as group_error:
-            raise (error := first_error(group_error)) from error.__cause__
-        return parts
-
-    async def _abort_upload(self, key: str, path: str, upload_id: str) -> None:
-        """Best effort: a failed abort leaves an upload that a lifecycle rule must clean."""
-        with contextlib.suppress(StorageError):
-            await self._call(
-                "abort_multipart",
-                key,
-                lambda: self._request(
-                    self._context("abort_multipart", path),
-                    lambda c: c.abort_multipart_upload(
-                        Bucket=self._bucket, Key=path, UploadId=upload_id
-                    ),
-                ),
-            )
+    async def _multipart_abort(self, path: str, upload: str) -> None:
+        await self._request(
+            self._context("abort_multipart", path),
+            lambda c: c.abort_multipart_upload(Bucket=self._bucket, Key=path, UploadId=upload),
+        )
 
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None
@@ -612,8 +559,8 @@ class S3Storage(BaseStorage):
         return VersionInfo(etag=(response.get("CopyObjectResult") or {}).get("ETag"))
 
     async def _list_page(
-        self, path_prefix: str, token: str | None, delimiter: str | None
-    ) -> Mapping[str, Any]:
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
         params: dict[str, Any] = {
             "Bucket": self._bucket,
             "Prefix": path_prefix,
@@ -623,33 +570,15 @@ class S3Storage(BaseStorage):
             params["ContinuationToken"] = token
         if delimiter is not None:
             params["Delimiter"] = delimiter
-        return await self._request(
+        page = await self._request(
             self._context("list", path_prefix), lambda c: c.list_objects_v2(**params)
         )
-
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        token: str | None = None
-        while True:
-            page = await self._call(
-                "list", path_prefix, functools.partial(self._list_page, path_prefix, token, None)
-            )
-            for item in page.get("Contents") or ():
-                yield _object_info(item)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        token: str | None = None
-        while True:
-            page = await self._list_page(path_prefix, token, "/")
-            objects.extend(_object_info(item) for item in page.get("Contents") or ())
-            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes") or ())
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return ListResult(objects=objects, prefixes=prefixes)
+        next_token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        return ListPage(
+            objects=[_object_info(item) for item in page.get("Contents") or ()],
+            prefixes=[p["Prefix"] for p in page.get("CommonPrefixes") or ()],
+            next_token=next_token or None,
+        )
 
     async def _delete_objects(
         self, paths: list[str]
