@@ -87,9 +87,15 @@ async def fetch_many(
     results: list[ReadData | None] = [None] * len(listed)
     if not listed:
         return results
-    for key, byte_range in listed:
-        validate_key(key)
-        check_byte_request(byte_range)
+    for index, item in enumerate(listed):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(
+                f"get_many() expects (key, byte_range) pairs, e.g. [('a/c/0', None)]; item "
+                f"{index} is {type(item).__name__} {item!r}. Pass (key, None) to read a whole "
+                "object."
+            )
+        validate_key(item[0])
+        check_byte_request(item[1])
 
     batch_size = storage._read_batch_size
     _, ideal = storage.settings.effective_concurrency

@@ -316,7 +316,7 @@ class S3Storage(BaseStorage):
     ) -> S3ErrorContext:
         return S3ErrorContext(
             operation,
-            path,
+            self._key(path),  # errors name the user's key, relative to the prefix
             self._bucket,
             mode=None if mode == "overwrite" else mode,
             expected=expected,
