@@ -34,6 +34,7 @@ from .._errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from .._fetch import check_requests
 from .._keys import normalize_list_prefix, validate_key
 from .._memory import slice_range
 from .._ranges import ByteRequest
@@ -405,9 +406,7 @@ class SessionStorage(Storage):
         max_concurrency: int | None = None,
     ) -> list[ReadData | None]:
         listed = list(requests)
-        for key, byte_range in listed:
-            validate_key(key)
-            check_byte_request(byte_range)
+        check_requests(listed)
         view = await self._session._view()
         results: list[ReadData | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)
