@@ -40,11 +40,17 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from zarr.abc.store import OffsetByteRequest as ZarrOffsetByteRequest
-from zarr.abc.store import RangeByteRequest as ZarrRangeByteRequest
-from zarr.abc.store import Store
-from zarr.abc.store import SuffixByteRequest as ZarrSuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+try:
+    from zarr.abc.store import OffsetByteRequest as ZarrOffsetByteRequest
+    from zarr.abc.store import RangeByteRequest as ZarrRangeByteRequest
+    from zarr.abc.store import Store
+    from zarr.abc.store import SuffixByteRequest as ZarrSuffixByteRequest
+    from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+except ImportError as exc:
+    from ._extras import require_extra
+
+    require_extra("zarr", "icechunk_storage.zarr")  # raises, naming the pip install
+    raise exc from None
 
 from ._errors import AlreadyExistsError, ObjectNotFoundError, StorageError
 from ._fetch import run_bounded

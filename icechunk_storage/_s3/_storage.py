@@ -49,6 +49,7 @@ from .._errors import (
     PreconditionFailedError,
     StorageError,
 )
+from .._extras import require_extra
 from .._fetch import first_error
 from .._ranges import (
     ByteRequest,
@@ -155,6 +156,7 @@ class S3Storage(BaseStorage):
         forced_headers: tuple[HeaderPairs, HeaderPairs] = ((), ()),
     ) -> None:
         super().__init__(prefix=prefix, settings=settings, read_only=read_only)
+        require_extra("s3", f"{provider}_storage")
         if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket != bucket.strip():
             raise ConfigurationError(
                 f"bucket must be a non-empty bucket name without '/' or surrounding spaces, "
