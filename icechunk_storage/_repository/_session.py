@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import attrs
 
@@ -71,7 +71,12 @@ from ._format import (
 if TYPE_CHECKING:
     from ._repository import Repository
 
-__all__ = ["Session", "SessionStorage"]
+__all__ = ["JSONValue", "Session", "SessionStorage"]
+
+JSONValue: TypeAlias = (
+    str | int | float | bool | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
+)
+"""What commit metadata may hold: it is stored as JSON."""
 
 
 class Session:
@@ -172,7 +177,7 @@ class Session:
     async def commit_async(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
@@ -206,7 +211,7 @@ class Session:
     def commit(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
