@@ -30,8 +30,15 @@ Listing semantics
 Version compatibility
     ``supports_partial_writes`` (False) and ``set_partial_values`` (NotImplementedError) are
     both defined: they are abstract in zarr 3.0.x-3.1.2 and concrete or gone from 3.1.3.
-    The optional sync protocols (``get_sync`` ...) are not implemented: every storage here is
-    async, and a sync twin would only bounce back onto an event loop.
+    ``get_ranges`` (zarr >= 3.3) is implemented; older zarr never calls it.
+
+Sync protocols (``get_sync``, ``set_sync``, ``delete_sync``): not implemented, measured
+    Only zarr's opt-in ``FusedCodecPipeline`` uses them. Through the package's sync bridge
+    they are slower than zarr's async path (zarr 3.4, 1600 chunks of 10 KB, best of 5 reads:
+    memory 177 ms against 134 ms, local 274-502 ms against 166-184 ms): each call bounces
+    onto an event loop. A read in the caller's thread with no loop at all was 79 ms on local,
+    but it would bypass the base's request limit, retries and instrumentation; that needs a
+    sync primitive in ``BaseStorage`` first.
 """
 
 from __future__ import annotations
