@@ -58,6 +58,7 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
+from ._extras import MissingDependencyError
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
 from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
@@ -138,6 +139,7 @@ __all__ = [
     "InstrumentedStorage",
     "InvalidKeyError",
     "LatencyStorage",
+    "MissingDependencyError",
     "LocalFileSystemStorage",
     "ListResult",
     "MemoryStorage",

@@ -751,7 +751,7 @@ async def test_commit_requires_changes_unless_allowed() -> None:
     other = await repo.writable_session_async("main")
     await other.storage.put("k", b"v")
     with pytest.raises(ConfigurationError, match="JSON-serializable"):
-        await other.commit_async("bad metadata", {"when": object()})
+        await other.commit_async("bad metadata", {"when": object()})  # type: ignore[dict-item]
     other.discard_changes()
     assert not other.has_uncommitted_changes
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import attrs
 
@@ -34,6 +34,7 @@ from .._errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from .._fetch import check_requests
 from .._keys import normalize_list_prefix, validate_key
 from .._memory import slice_range
 from .._ranges import ByteRequest
@@ -70,7 +71,12 @@ from ._format import (
 if TYPE_CHECKING:
     from ._repository import Repository
 
-__all__ = ["Session", "SessionStorage"]
+__all__ = ["JSONValue", "Session", "SessionStorage"]
+
+JSONValue: TypeAlias = (
+    str | int | float | bool | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
+)
+"""What commit metadata may hold: it is stored as JSON."""
 
 
 class Session:
@@ -171,7 +177,7 @@ class Session:
     async def commit_async(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
@@ -205,7 +211,7 @@ class Session:
     def commit(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
@@ -405,9 +411,7 @@ class SessionStorage(Storage):
         max_concurrency: int | None = None,
     ) -> list[ReadData | None]:
         listed = list(requests)
-        for key, byte_range in listed:
-            validate_key(key)
-            check_byte_request(byte_range)
+        check_requests(listed)
         view = await self._session._view()
         results: list[ReadData | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)

@@ -41,6 +41,7 @@ import attrs
 
 from .._errors import AuthenticationError
 from .._limits import get_max_concurrent_requests
+from .._loops import shut_down_at_exit
 from .._transport import TransportConfig, proxy_for
 from .._transport._tls import ssl_context as ssl_context_for
 from ._auth import CredentialSource, FrozenCredentials
@@ -319,6 +320,7 @@ class LoopClients:
         closer = _close_at_loop_shutdown(pool)
         await closer.__anext__()
         self._closer = closer
+        shut_down_at_exit(asyncio.get_running_loop())  # e.g. zarr's loop: see _loops
         loop_ref = weakref.ref(asyncio.get_running_loop())
         self._finalizer = weakref.finalize(self, _close_soon, loop_ref, closer)
         self._finalizer.atexit = False

@@ -46,6 +46,7 @@ from .._errors import (
     ConfigurationError,
     PreconditionFailedError,
 )
+from .._extras import require_extra
 from .._ranges import (
     ByteRequest,
     OffsetByteRequest,
@@ -149,6 +150,7 @@ class S3Storage(BaseStorage):
         forced_headers: tuple[HeaderPairs, HeaderPairs] = ((), ()),
     ) -> None:
         super().__init__(prefix=prefix, settings=settings, read_only=read_only)
+        require_extra("s3", f"{provider}_storage")
         if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket != bucket.strip():
             raise ConfigurationError(
                 f"bucket must be a non-empty bucket name without '/' or surrounding spaces, "
@@ -314,7 +316,7 @@ class S3Storage(BaseStorage):
     ) -> S3ErrorContext:
         return S3ErrorContext(
             operation,
-            path,
+            self._key(path),  # errors name the user's key, relative to the prefix
             self._bucket,
             mode=None if mode == "overwrite" else mode,
             expected=expected,

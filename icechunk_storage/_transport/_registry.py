@@ -10,10 +10,11 @@ generator per loop guards the transports).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from .._loops import LoopLocal
+from .._loops import LoopLocal, shut_down_at_exit
 from ._model import Transport, TransportConfig
 
 __all__ = ["aclose_transport", "aclose_transports", "get_transport", "peek_transport"]
@@ -46,6 +47,7 @@ def _guard(holder: _LoopTransports) -> None:
     """Start the holder's shutdown guard: advance it to its ``yield`` now, synchronously
     (nothing runs before it), so the loop's async-generator hooks know it."""
     guard = _close_at_shutdown(holder)
+    shut_down_at_exit(asyncio.get_running_loop())  # a loop stopped at exit (zarr's): see _loops
     step = guard.__anext__()
     with contextlib.suppress(StopIteration):
         step.send(None)
