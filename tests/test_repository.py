@@ -31,6 +31,7 @@ from icechunk_storage import (
     CompressionConfig,
     ConfigurationError,
     ConflictError,
+    ConnectionLostError,
     InstrumentedStorage,
     LatencyStorage,
     ObjectNotFoundError,
@@ -71,7 +72,7 @@ from icechunk_storage._repository._format import (
     new_id,
     now_ms,
 )
-from icechunk_storage._repository._repository import repo_update_delay
+from icechunk_storage._repository._repository import MAX_UNCERTAIN_UPDATES, repo_update_delay
 from icechunk_storage._sync import get_loop, sync
 from tests import _repo_helpers as helpers
 from tests._s3_proxy import RecordingProxy
@@ -961,6 +962,73 @@ async def test_interleaved_commits_without_conditional_update_lose_one(backend: 
     assert len(lost) == 1  # ... and the other, although "committed", is lost
     tip = await repo.readonly_session_async(branch="main")
     assert len(await keys_of(tip.storage)) == 1
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PreconditionFailedError("repo", None),  # re-sent PUT, readback finds another writer
+        ConnectionLostError("response lost; the retries ran out"),
+    ],
+    ids=["precondition-after-resend", "transient"],
+)
+async def test_a_landed_commit_whose_response_is_lost_is_not_a_conflict(
+    backend: Backend, error: BaseException
+) -> None:
+    """The branch update lands, its response is lost, another writer commits on top before
+    the retry: the commit finds its own snapshot in the branch's history and succeeds, once."""
+    inner = backend.new()
+    await Repository.create_async(inner)
+    other = await Repository.open_async(inner)  # the other writer: no fault injection
+
+    async def another_commit() -> object:
+        return await commit_values(other, {"other": b"o"})
+
+    script = helpers.LostResponse(error=error, meanwhile=another_commit)
+    repo = await Repository.open_async(helpers.LosingStorage(inner, script))
+    session = await repo.writable_session_async("main")
+    await session.storage.put("mine", b"m" * 1000)
+    snapshot_id = await session.commit_async("lands, but its response is lost")
+    assert script.lost == 1
+    history = [info.id for info in await repo.ancestry_async(branch="main")]
+    assert history.count(snapshot_id) == 1
+    assert history[1:] == [snapshot_id, INITIAL_SNAPSHOT_ID]  # the other commit is on top
+    assert session.read_only
+    assert session.snapshot_id == snapshot_id
+    tip = await repo.readonly_session_async(branch="main")
+    assert await read(tip, "mine") == b"m" * 1000
+    assert await read(tip, "other") == b"o"
+
+
+async def test_a_lost_response_on_a_ref_change_is_not_reported_as_a_failure() -> None:
+    """Nobody wrote after the lost write: the info read back is exactly what was written."""
+
+    async def nothing() -> object:
+        return None
+
+    script = helpers.LostResponse(error=ConnectionLostError("lost"), meanwhile=nothing)
+    repo = await Repository.create_async(helpers.LosingStorage(in_memory_storage(), script))
+    await repo.create_tag_async("v1", INITIAL_SNAPSHOT_ID)  # not RefAlreadyExistsError
+    assert script.lost == 1
+    assert await repo.lookup_tag_async("v1") == INITIAL_SNAPSHOT_ID
+
+
+async def test_persistent_transient_errors_on_the_update_are_raised() -> None:
+    """Writes that never land, failing with transient errors: re-checked a few times, then the
+    error is raised (not retried 100 times with backoff)."""
+
+    async def nothing() -> object:
+        return None
+
+    script = helpers.LostResponse(error=ConnectionLostError("down"), meanwhile=nothing, remaining=0)
+    repo = await Repository.create_async(helpers.LosingStorage(in_memory_storage(), script))
+    script.remaining, script.land = 1000, False
+    session = await repo.writable_session_async("main")
+    await session.storage.put("k", b"v")
+    with pytest.raises(ConnectionLostError):
+        await session.commit_async("storage keeps failing")
+    assert script.lost == 1 + MAX_UNCERTAIN_UPDATES
+    assert await repo.lookup_branch_async("main") == INITIAL_SNAPSHOT_ID
 
 
 async def test_version_races_are_retried_transparently(backend: Backend) -> None:

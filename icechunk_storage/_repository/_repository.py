@@ -28,6 +28,8 @@ from .._errors import (
     ConfigurationError,
     ObjectNotFoundError,
     ReadOnlyStorageError,
+    RetriesExhaustedError,
+    TransientError,
 )
 from .._loops import LoopLocal
 from .._retry import RetryPolicy
@@ -69,6 +71,10 @@ __all__ = ["IMMEDIATE_UPDATE_ATTEMPTS", "Repository", "repo_update_delay"]
 
 IMMEDIATE_UPDATE_ATTEMPTS = 5
 """Attempts at updating the info object that run back to back, before any backoff."""
+
+MAX_UNCERTAIN_UPDATES = 3
+"""Updates of the info object whose outcome is unknown (a transient error after the storage
+layer's own retries) that one change re-checks before giving up and raising that error."""
 
 _REF_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,255}")
 
@@ -615,20 +621,34 @@ class Repository:
             ) from None
         return decode_snapshot(got.data, snapshot_id)
 
-    async def _update_info(self, change: Callable[[RepoInfo], RepoInfo]) -> RepoInfo:
+    async def _update_info(self, change: Callable[[RepoInfo], RepoInfo | None]) -> RepoInfo:
         """Read-modify-write of the info object; see the module docstring.
 
         ``change`` runs on every attempt against the info just read, and may raise to refuse
-        (ConflictError, RefAlreadyExistsError ...), which ends the update at once.
+        (ConflictError, RefAlreadyExistsError ...), which ends the update at once, or return
+        None: the change is already there (an earlier attempt landed), nothing to write.
+
+        A failed write is not proof that nothing was written: a lost response that the
+        storage layer re-sent fails its condition against our own write once someone else
+        wrote after it, and a timeout says nothing either way. So every attempt after a
+        failed one first checks whether the info read is exactly what that attempt wrote
+        (then it landed and nobody wrote since), and ``change`` checks for its own trace
+        (a commit: its new snapshot id in the index).
         """
         max_tries, initial, maximum = self._config.effective_repo_update_retries
         storage = self._storage
+        attempted: RepoInfo | None = None
+        uncertain = 0
         for attempt in range(1, max_tries + 1):
             delay = repo_update_delay(attempt, initial, maximum)
             if delay:
                 await asyncio.sleep(delay)
             info, version = await self._read_info()
+            if attempted is not None and info == attempted:
+                return info  # the previous attempt landed; its response said otherwise
             new_info = change(info)
+            if new_info is None:
+                return info
             data = self._encode_info(new_info)
             try:
                 await storage.copy(REPO_INFO_KEY, backup_key(), if_version=version)
@@ -636,7 +656,14 @@ class Repository:
                     REPO_INFO_KEY, data, mode=version, metadata=_metadata("repo-info")
                 )
             except (ConditionFailedError, ObjectNotFoundError):
-                continue  # someone else wrote it first: read again, decide again
+                attempted = new_info  # someone else wrote first, or ours landed before theirs
+                continue
+            except (TransientError, RetriesExhaustedError):
+                uncertain += 1
+                if uncertain > MAX_UNCERTAIN_UPDATES:
+                    raise
+                attempted = new_info  # outcome unknown: read again and look
+                continue
             return new_info
         raise TooManyConcurrentChangesError(max_tries)
 

@@ -240,7 +240,14 @@ class Session:
         )
         await repo._write_snapshot(Snapshot(info=info, manifest=manifest))
 
-        def move_branch(repo_info: RepoInfo) -> RepoInfo:
+        def move_branch(repo_info: RepoInfo) -> RepoInfo | None:
+            if info.id in repo_info.snapshots:
+                # Our snapshot is in the index: an earlier attempt landed although it looked
+                # failed (lost response, timeout), and others committed on top since. The id
+                # is fresh and random, and only this update adds it (moving the branch with
+                # it), so this is proof, not a guess: reporting a conflict would make the
+                # caller commit the same changes twice.
+                return None
             tip = repo_info.branches.get(branch)
             if tip != parent:
                 raise ConflictError(branch, parent, tip)
