@@ -283,15 +283,12 @@ def writer_process(
         raise
 
 
-def use_pickled_session(pickled: bytes) -> dict[str, Any]:
-    """Process target: read the pickled session's uncommitted write, then commit it."""
-    repo, session = pickle.loads(pickled)
-    value = bytes(sync(session.storage.get("from/parent")).data)
-    parent = session.snapshot_id
-    sync(session.storage.put("from/child", b"child" * 200))
-    snapshot_id = session.commit("committed in a child process")
-    ancestry = [info.id for info in repo.ancestry(branch="main")]
-    return {"value": value, "parent": parent, "id": snapshot_id, "ancestry": ancestry}
+def use_pickled_fork(pickled: bytes) -> bytes:
+    """Process target: read the fork's view, write through it, send it back pickled."""
+    fork = pickle.loads(pickled)
+    assert bytes(sync(fork.storage.get("from/parent")).data) == b"parent" * 200
+    sync(fork.storage.put("from/child", b"child" * 200))
+    return pickle.dumps(fork)
 
 
 @attrs.define

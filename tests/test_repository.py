@@ -34,6 +34,7 @@ from icechunk_storage import (
     ConnectionLostError,
     InstrumentedStorage,
     LatencyStorage,
+    MergeConflictError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ReadOnlySessionError,
@@ -46,6 +47,7 @@ from icechunk_storage import (
     RepositoryLocationError,
     RepositoryNotFoundError,
     RepoUpdateRetryConfig,
+    SessionPickleError,
     SessionStateError,
     SnapshotNotFoundError,
     Storage,
@@ -1188,47 +1190,114 @@ async def test_writers_on_different_branches_all_succeed(backend: Backend) -> No
 # --- pickling ----------------------------------------------------------------------------------
 
 
-async def test_repository_and_session_pickle_in_process() -> None:
+async def test_repository_and_read_only_session_pickle_in_process() -> None:
     repo = await Repository.create_async(
         in_memory_storage(), RepositoryConfig(max_concurrent_requests=5)
     )
-    session = await repo.writable_session_async("main")
-    await session.storage.put("small", b"s")
-    await session.storage.put("big", b"b" * 1000)
+    snapshot_id = await commit_values(repo, {"small": b"s", "big": b"b" * 1000})
     repo_copy = pickle.loads(pickle.dumps(repo))
     assert repo_copy == repo
     assert repo_copy.config == repo.config
-    session_copy = pickle.loads(pickle.dumps(session))
-    assert session_copy == session
-    assert session_copy.storage == session.storage
-    assert session_copy.has_uncommitted_changes
-    assert await read(session_copy, "big") == b"b" * 1000
-    assert await read(session_copy, "small") == b"s"
+    reader = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    reader_copy = pickle.loads(pickle.dumps(reader))
+    assert reader_copy == reader
+    assert reader_copy.storage == reader.storage
+    assert await read(reader_copy, "big") == b"b" * 1000
+    assert await read(reader_copy, "small") == b"s"
 
 
-def test_repository_and_session_work_in_a_spawned_process(backend: Backend) -> None:
+async def test_pickling_a_writable_session_names_fork() -> None:
+    """A copy written in another process would keep its changes: refused, pointing at fork()."""
+    pytest.importorskip("zarr")
+    repo = await Repository.create_async(in_memory_storage())
+    session = await repo.writable_session_async("main")
+    await session.storage.put("k", b"v")
+    for what in (session, session.storage, session.store):
+        with pytest.raises(SessionPickleError, match=r"session\.fork\(\)") as info:
+            pickle.dumps(what)
+        assert isinstance(info.value, pickle.PicklingError)
+        assert "to_icechunk" in str(info.value)
+    await session.commit_async("now read-only")
+    assert pickle.loads(pickle.dumps(session)).snapshot_id == session.snapshot_id
+
+
+async def test_a_pickled_fork_carries_its_changes_back(tmp_path: Path) -> None:
+    repo = await Repository.create_async(local_filesystem_storage(tmp_path))
+    await commit_values(repo, {"base": b"0"})
+    session = await repo.writable_session_async("main")
+    await session.storage.put("parent/before", b"p")  # the fork sees it
+    fork = await session.fork_async()
+    assert fork.is_fork
+    assert not session.is_fork
+    copy = pickle.loads(pickle.dumps(fork))
+    assert await read(copy, "parent/before") == b"p"
+    assert await read(copy, "base") == b"0"
+    await copy.storage.put("fork/small", b"f")
+    await copy.storage.put("fork/big", b"F" * 1000)
+    await copy.storage.delete("base")
+    back = pickle.loads(pickle.dumps(copy))
+    assert not await session.storage.exists("fork/small")  # nothing until merged
+    await session.merge_async(back)
+    snapshot_id = await session.commit_async("forked writes")
+    tip = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    assert await keys_of(tip.storage) == {"parent/before", "fork/small", "fork/big"}
+    assert await read(tip, "fork/big") == b"F" * 1000
+    with pytest.raises(SessionStateError, match="fork cannot be committed"):
+        await back.commit_async("a fork commits")
+
+
+async def test_merge_rule_for_keys_written_twice(tmp_path: Path) -> None:
+    """A fork's change applies over the value it started from; anything else is a conflict."""
+    repo = await Repository.create_async(local_filesystem_storage(tmp_path))
+    await commit_values(repo, {"shared": b"0"})
+    session = await repo.writable_session_async("main")
+    await session.storage.put("meta", b"parent")
+    one = await session.fork_async()
+    two = pickle.loads(pickle.dumps(one))  # a copy of the same fork, as each dask task gets
+    await one.storage.put("shared", b"1")
+    await one.storage.put("meta", b"overwritten by the fork")  # sequential: fine
+    await two.storage.put("own", b"2")
+    await two.storage.put("shared", b"2")  # both forks changed "shared" from b"0"
+    await session.merge_async(one, one)  # the same change twice is merged once
+    with pytest.raises(MergeConflictError, match="'shared'") as info:
+        await session.merge_async(two)
+    assert info.value.keys == ["shared"]
+    assert not await session.storage.exists("own")  # nothing of the conflicting fork merged
+    assert await read(session, "meta") == b"overwritten by the fork"
+
+    three = await session.fork_async()
+    await three.storage.put("later", b"fork")
+    await session.storage.put("later", b"parent, after forking")
+    with pytest.raises(MergeConflictError):
+        await session.merge_async(three)
+
+    other = await (await repo.writable_session_async("main")).fork_async()
+    await session.commit_async("the session moves on")
+    with pytest.raises(SessionStateError, match="not forked from this session"):
+        await (await repo.writable_session_async("main")).merge_async(other)
+    with pytest.raises(ConfigurationError, match=r"forks made by Session\.fork"):
+        await (await repo.writable_session_async("main")).merge_async(session)
+
+
+def test_forks_work_in_a_spawned_process(backend: Backend) -> None:
     repo = Repository.create(backend.new())
     session = repo.writable_session("main")
     sync(session.storage.put("from/parent", b"parent" * 200))
+    fork = session.fork()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
-        result = pool.submit(helpers.use_pickled_session, pickle.dumps((repo, session))).result(
-            timeout=120
-        )
-    assert result["value"] == b"parent" * 200
-    assert result["parent"] == INITIAL_SNAPSHOT_ID
-    assert result["ancestry"] == [result["id"], INITIAL_SNAPSHOT_ID]
-    if backend.shared_across_processes:
-        # The child's commit is in the shared repository; this copy of the session is stale.
-        assert repo.lookup_branch("main") == result["id"]
-        child = repo.readonly_session(snapshot_id=result["id"])
-        assert bytes(sync(child.storage.get("from/child")).data) == b"child" * 200
-        with pytest.raises(ConflictError):
-            session.commit("the parent's copy of the same session")
-    else:
-        # A pickled memory storage is a copy: the child committed to its own copy.
-        assert repo.lookup_branch("main") == INITIAL_SNAPSHOT_ID
-        assert is_valid_id(session.commit("the parent's copy commits independently"))
+        pickled = pool.submit(helpers.use_pickled_fork, pickle.dumps(fork)).result(timeout=120)
+    back = pickle.loads(pickled)
+    if not backend.shared_across_processes:
+        # A pickled memory storage is a copy: the child's chunk went to its own copy.
+        with pytest.raises(RepositoryError, match="in-memory storage"):
+            session.merge(back)
+        return
+    session.merge(back)
+    snapshot_id = session.commit("written in a child process")
+    reader = repo.readonly_session(snapshot_id=snapshot_id)
+    assert bytes(sync(reader.storage.get("from/child")).data) == b"child" * 200
+    assert bytes(sync(reader.storage.get("from/parent")).data) == b"parent" * 200
 
 
 def test_the_format_page_examples_run() -> None:
@@ -1253,9 +1322,10 @@ class _SessionConformance(StorageConformance):
 
     @pytest.fixture
     async def storage(self, location: Storage) -> Storage:
+        """A fork's view: the kind of writable session that pickles (the suite pickles it)."""
         repo = await Repository.create_async(location)
         session = await repo.writable_session_async("main")
-        return session.storage
+        return (await session.fork_async()).storage
 
     async def raw_put(self, storage: Storage, key: str, data: bytes) -> None:
         assert isinstance(storage, SessionStorage)

@@ -32,6 +32,7 @@ from .._errors import (
     TransientError,
 )
 from .._loops import LoopLocal
+from .._memory import MemoryStorage
 from .._retry import RetryPolicy
 from .._settings import StorageSettings
 from .._storage import Storage, VersionInfo
@@ -586,6 +587,10 @@ class Repository:
         return sync(self.lookup_snapshot_async(snapshot_id), name="Repository.lookup_snapshot")
 
     # --- internals shared with sessions ------------------------------------------------------
+
+    def _storage_is_shared(self) -> bool:
+        """False for an in-memory storage: a pickled copy in another process has its own data."""
+        return not isinstance(_unwrap(self._storage), MemoryStorage)
 
     def _slot(self) -> asyncio.Semaphore:
         """This repository's limit on logical operations, for the running loop."""
