@@ -35,6 +35,7 @@ from icechunk_storage import (
     InstrumentedStorage,
     LatencyStorage,
     MergeConflictError,
+    NotARepositoryError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ReadOnlySessionError,
@@ -398,7 +399,7 @@ async def test_uncompressed_metadata_is_plain_json() -> None:
 async def test_foreign_or_newer_info_objects_are_refused_clearly() -> None:
     storage = in_memory_storage()
     await storage.put("repo", b"not a repository at all")
-    with pytest.raises(RepositoryFormatError, match="no icechunk_storage header"):
+    with pytest.raises(NotARepositoryError, match="an object named 'repo' in another format"):
         await Repository.open_async(storage)
     await storage.put("repo", b"icechunk_storage repo-info 99 none\n{}")
     with pytest.raises(RepositoryFormatError, match="format version 99"):
@@ -411,6 +412,37 @@ async def test_foreign_or_newer_info_objects_are_refused_clearly() -> None:
     )
     with pytest.raises(RepositoryFormatError, match="corrupt"):
         await Repository.open_async(storage)
+
+
+@pytest.mark.parametrize(
+    ("objects", "found"),
+    [
+        ({"repo": "ICE🧊CHUNK".encode() + b"\x00binary"}, "an Icechunk repository"),
+        ({"refs/branch.main/ref.json": b'{"snapshot":"X"}'}, r"Icechunk repository \(spec v1"),
+        ({"zarr.json": b'{"zarr_format":3,"node_type":"group"}'}, "a plain Zarr hierarchy"),
+        (
+            {"data/file.csv": b"a,b"},
+            r"objects that are not a repository \(e\.g\. 'data/file\.csv'\)",
+        ),
+    ],
+    ids=["icechunk-v2", "icechunk-v1", "zarr", "files"],
+)
+async def test_foreign_data_is_never_mistaken_for_a_repository(
+    backend: Backend, objects: dict[str, bytes], found: str
+) -> None:
+    storage = backend.new()
+    for key, data in objects.items():
+        await storage.put(key, data)
+    with pytest.raises(NotARepositoryError, match=found) as info:
+        await Repository.exists_async(storage)
+    assert isinstance(info.value, RepositoryNotFoundError)
+    with pytest.raises(NotARepositoryError, match=found):
+        await Repository.open_async(storage)
+    with pytest.raises(RepositoryLocationError, match=found):
+        await Repository.create_async(storage)
+    with pytest.raises(RepositoryLocationError, match=found):
+        await Repository.open_or_create_async(storage)
+    assert await keys_of(storage) == set(objects)  # nothing written
 
 
 # --- create, open, exists, config --------------------------------------------------------------

@@ -41,8 +41,10 @@ from ._config import RepositoryConfig
 from ._errors import (
     BranchNotFoundError,
     ConflictError,
+    NotARepositoryError,
     RefAlreadyExistsError,
     RepositoryAlreadyExistsError,
+    RepositoryFormatError,
     RepositoryLocationError,
     RepositoryNotFoundError,
     SnapshotNotFoundError,
@@ -323,11 +325,24 @@ class Repository:
     ) -> bool:
         """See :meth:`exists`."""
         storage = _apply_settings(_check_storage(storage), None, storage_settings)
-        return await storage.exists(REPO_INFO_KEY)
+        try:
+            await _read_info(storage)
+        except NotARepositoryError:
+            raise
+        except RepositoryNotFoundError:
+            return False
+        return True
 
     @staticmethod
     def exists(storage: Storage, storage_settings: StorageSettings | None = None) -> bool:
-        """True if a repository (its info object) exists at ``storage``."""
+        """True if a repository this library can open is at ``storage``; False if the location
+        holds nothing (or only what a crashed ``create`` left).
+
+        A location holding something else raises NotARepositoryError saying what was found
+        (an Icechunk repository, a plain Zarr hierarchy, other objects), rather than answer
+        False and invite a ``create`` over it; an info object of a newer format version
+        raises RepositoryFormatError.
+        """
         return sync(Repository.exists_async(storage, storage_settings), name="Repository.exists")
 
     @staticmethod
@@ -335,6 +350,8 @@ class Repository:
         """See :meth:`fetch_config`."""
         try:
             info, _ = await _read_info(_check_storage(storage))
+        except NotARepositoryError:
+            raise
         except RepositoryNotFoundError:
             return None
         return info.config
@@ -680,20 +697,78 @@ def _metadata(file_type: str) -> Mapping[str, str]:
     return {"ic_file_type": file_type, "ic_spec_ver": str(SPEC_VERSION)}
 
 
+ICECHUNK_MAGIC = "ICE🧊CHUNK".encode()
+"""The first bytes of every Icechunk metadata file (its ``repo``, snapshots, manifests)."""
+
+_OUR_KEYS = ("snapshots/", "chunks/", "overwritten/")
+
+
 async def _read_info(storage: Storage) -> tuple[RepoInfo, VersionInfo]:
     try:
         got = await storage.get(REPO_INFO_KEY)
     except ObjectNotFoundError:
+        found = await _foreign_content(storage)
+        if found is not None:
+            raise _not_a_repository(storage, found) from None
         raise RepositoryNotFoundError(
             f"No repository at {storage!r} (no {REPO_INFO_KEY!r} object); create one with "
             "Repository.create()."
         ) from None
+    head = bytes(got.data[:32])
+    if head.startswith(ICECHUNK_MAGIC):
+        raise _not_a_repository(storage, ICECHUNK_V2)
+    if not head.startswith(b"icechunk_storage "):
+        raise _not_a_repository(storage, "an object named 'repo' in another format")
     return decode_info(got.data), got.version
+
+
+ICECHUNK_V2 = "an Icechunk repository (its 'repo' object is in Icechunk's binary format)"
+
+
+def _not_a_repository(storage: Storage, found: str) -> NotARepositoryError:
+    return NotARepositoryError(
+        f"{storage!r} holds {found}, not an icechunk_storage repository; this library cannot "
+        "open it, and will not create a repository over it. Use another prefix.",
+        found,
+    )
+
+
+async def _foreign_content(storage: Storage) -> str | None:
+    """What a location without our info object holds, if it is not (part of) ours."""
+    if await storage.exists("refs/branch.main/ref.json"):
+        return "an Icechunk repository (spec v1: refs/branch.main/ref.json)"
+    for key in ("zarr.json", ".zgroup", ".zarray"):
+        if await storage.exists(key):
+            return f"a plain Zarr hierarchy ({key!r} at its root)"
+    listing = storage.list("")
+    try:
+        async for found in listing:
+            if not found.key.startswith(_OUR_KEYS):
+                return f"objects that are not a repository (e.g. {found.key!r})"
+    finally:
+        close = getattr(listing, "aclose", None)
+        if close is not None:
+            await close()
+    return None
 
 
 async def _check_clean(storage: Storage) -> None:
     """Refuse a prefix that holds any object, before anything is written."""
-    if await storage.exists(REPO_INFO_KEY):
+    try:
+        await _read_info(storage)
+    except NotARepositoryError as exc:
+        raise RepositoryLocationError(
+            f"Refused to create a repository at {storage!r}: the prefix already holds {exc.found}. "
+            "Repositories can only be created in empty prefixes; choose another prefix."
+        ) from None
+    except RepositoryNotFoundError:
+        pass
+    except RepositoryFormatError:
+        raise RepositoryLocationError(
+            f"Refused to create a repository at {storage!r}: its {REPO_INFO_KEY!r} object is "
+            "not one this version can read. Choose another prefix."
+        ) from None
+    else:
         raise RepositoryAlreadyExistsError(
             f"A repository already exists at {storage!r}; open it with Repository.open()."
         )
