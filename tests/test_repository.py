@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from icechunk_storage import (
     ConfigurationError,
     ConflictError,
     ConnectionLostError,
+    GCSummary,
     InstrumentedStorage,
     LatencyStorage,
     MergeConflictError,
@@ -1217,6 +1219,137 @@ async def test_writers_on_different_branches_all_succeed(backend: Backend) -> No
     for branch, ids in zip(branches, results, strict=True):
         history = [info.id for info in await repo.ancestry_async(branch=branch)]
         assert history == [*reversed(ids), INITIAL_SNAPSHOT_ID]
+
+
+# --- expiration and garbage collection ---------------------------------------------------------
+
+
+def _big(tag: str) -> bytes:
+    return tag.encode() * 600  # above the inline limit: a chunk object
+
+
+async def _chunk_ids(repo: Repository) -> set[str]:
+    return {key.removeprefix("chunks/") for key in await keys_of(repo.storage, "chunks/")}
+
+
+async def _read_everything(repo: Repository, snapshot_id: str) -> None:
+    """Every value of the snapshot reads (RepositoryFormatError if a chunk is gone)."""
+    session = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    for key in await keys_of(session.storage):
+        await session.storage.get(key)
+
+
+async def test_expire_then_collect_deletes_only_unreferenced_old_objects(
+    backend: Backend,
+) -> None:
+    repo = await Repository.create_async(backend.new())
+    one = await commit_values(repo, {"k": _big("A")})
+    two = await commit_values(repo, {"k": _big("B")})
+    await asyncio.sleep(0.01)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    three = await commit_values(repo, {"other": _big("C")})
+    await repo.create_tag_async("kept", one)  # a tag keeps its snapshot and its chunks
+    abandoned = await repo.writable_session_async("main")
+    await abandoned.storage.put("never/committed", _big("G"))
+    fork = await (await repo.writable_session_async("main")).fork_async()
+    await fork.storage.put("never/merged", _big("F"))
+    chunks_before = await _chunk_ids(repo)
+    assert len(chunks_before) == 5
+
+    expired = await repo.expire_snapshots_async(middle)
+    assert expired == {two}  # "one" is a tag's tip, "three" the branch's
+    assert [i.id for i in await repo.ancestry_async(branch="main")] == [
+        three,
+        one,
+        INITIAL_SNAPSHOT_ID,
+    ]
+
+    await asyncio.sleep(0.01)
+    cutoff = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    late = await repo.writable_session_async("main")
+    await late.storage.put("written/after/the/cutoff", _big("L"))  # too new to delete
+
+    dry = await repo.garbage_collect_async(cutoff, dry_run=True)
+    assert dry == GCSummary(chunks_deleted=2, snapshots_deleted=1, bytes_deleted=dry.bytes_deleted)
+    assert len(await _chunk_ids(repo)) == 6  # a dry run deletes nothing
+    summary = await repo.garbage_collect_async(cutoff)
+    assert summary == dry
+    assert summary.bytes_deleted >= 2 * 600  # G and F, and snapshot two
+    assert len(await _chunk_ids(repo)) == 4  # A (tag), B and C (main), L (too new)
+    assert not await repo.storage.exists(f"snapshots/{two}")
+    for snapshot_id in (three, one, INITIAL_SNAPSHOT_ID):
+        await _read_everything(repo, snapshot_id)
+    with pytest.raises(SnapshotNotFoundError):
+        await repo.readonly_session_async(snapshot_id=two)
+    await late.commit_async("commits after garbage collection")
+    await _read_everything(repo, await repo.lookup_branch_async("main"))
+    assert await repo.garbage_collect_async(datetime.now(UTC)) == GCSummary()
+
+
+async def test_expire_can_delete_expired_refs() -> None:
+    repo = await Repository.create_async(in_memory_storage())
+    old = await commit_values(repo, {"k": b"v"})
+    await repo.create_branch_async("stale", old)
+    await repo.create_tag_async("stale-tag", old)
+    await asyncio.sleep(0.01)
+    newest = await commit_values(repo, {"k": b"w"})
+    expired = await repo.expire_snapshots_async(
+        datetime.now(UTC), delete_expired_branches=True, delete_expired_tags=True
+    )
+    assert expired == {old}
+    assert await repo.list_branches_async() == {"main"}
+    assert await repo.list_tags_async() == set()
+    assert [i.id for i in await repo.ancestry_async(branch="main")] == [newest, INITIAL_SNAPSHOT_ID]
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        await repo.garbage_collect_async(datetime.now())  # noqa: DTZ005
+    with pytest.raises(ConfigurationError, match="future"):
+        await repo.expire_snapshots_async(datetime.now(UTC) + timedelta(days=1))
+
+
+async def test_garbage_collection_never_deletes_what_concurrent_writers_reference(
+    backend: Backend,
+) -> None:
+    """Writers commit (and forks merge) while expiration and collection run over and over with
+    a cutoff 0.3 s back: longer than any session here lives, the documented margin."""
+    repo = await Repository.create_async(LatencyStorage(backend.new(), 0.001))
+    for round_ in range(3):  # old history and old garbage, for the collector to work on
+        await commit_values(repo, {f"old/{round_}": _big(f"o{round_}")})
+        garbage = await repo.writable_session_async("main")
+        await garbage.storage.put("garbage", _big(f"g{round_}"))
+    await asyncio.sleep(0.35)
+    stop = asyncio.Event()
+    committed: list[str] = []
+
+    async def writer(number: int) -> None:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            session = await repo.writable_session_async("main")
+            fork = await session.fork_async()
+            await fork.storage.put(f"w{number}/fork{attempt}", _big(f"f{number}.{attempt}"))
+            await session.storage.put(f"w{number}/{attempt}", _big(f"{number}.{attempt}"))
+            await session.merge_async(fork)
+            try:
+                committed.append(await session.commit_async(f"writer {number}"))
+            except ConflictError:
+                pass
+
+    async def collector() -> list[GCSummary]:
+        summaries = []
+        for _ in range(4):
+            margin = datetime.now(UTC) - timedelta(seconds=0.3)
+            await repo.expire_snapshots_async(margin)
+            summaries.append(await repo.garbage_collect_async(margin))
+        stop.set()
+        return summaries
+
+    *_, summaries = await asyncio.gather(writer(1), writer(2), collector())
+    assert committed
+    assert sum(s.chunks_deleted for s in summaries) >= 3  # the old garbage went
+    for snapshot_id in [info.id for info in await repo.ancestry_async(branch="main")]:
+        await _read_everything(repo, snapshot_id)
 
 
 # --- pickling ----------------------------------------------------------------------------------

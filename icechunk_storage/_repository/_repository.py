@@ -66,6 +66,7 @@ from ._format import (
     is_valid_id,
     snapshot_key,
 )
+from ._gc import GCSummary, expire_snapshots, garbage_collect
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -602,6 +603,70 @@ class Repository:
     def lookup_snapshot(self, snapshot_id: str) -> SnapshotInfo:
         """The :class:`SnapshotInfo` of one snapshot."""
         return sync(self.lookup_snapshot_async(snapshot_id), name="Repository.lookup_snapshot")
+
+    # --- expiration and garbage collection ---------------------------------------------------
+
+    async def expire_snapshots_async(
+        self,
+        older_than: datetime,
+        *,
+        delete_expired_branches: bool = False,
+        delete_expired_tags: bool = False,
+    ) -> set[str]:
+        """See :meth:`expire_snapshots`."""
+        return await expire_snapshots(
+            self,
+            older_than,
+            delete_expired_branches=delete_expired_branches,
+            delete_expired_tags=delete_expired_tags,
+        )
+
+    def expire_snapshots(
+        self,
+        older_than: datetime,
+        *,
+        delete_expired_branches: bool = False,
+        delete_expired_tags: bool = False,
+    ) -> set[str]:
+        """Drop snapshots written before ``older_than`` from every ref's history, and return
+        their ids. Kept: the first snapshot, every branch and tag tip, and everything newer;
+        a kept snapshot's parent becomes its nearest kept ancestor. With
+        ``delete_expired_branches`` / ``delete_expired_tags``, refs whose tip is older are
+        deleted instead (never ``main``). Nothing is deleted from storage:
+        :meth:`garbage_collect` does that. One compare-and-swap of the info object, so it is
+        safe with concurrent commits (which keep their tips).
+        """
+        return sync(
+            self.expire_snapshots_async(
+                older_than,
+                delete_expired_branches=delete_expired_branches,
+                delete_expired_tags=delete_expired_tags,
+            ),
+            name="Repository.expire_snapshots",
+        )
+
+    async def garbage_collect_async(
+        self, delete_object_older_than: datetime, *, dry_run: bool = False
+    ) -> GCSummary:
+        """See :meth:`garbage_collect`."""
+        return await garbage_collect(self, delete_object_older_than, dry_run=dry_run)
+
+    def garbage_collect(
+        self, delete_object_older_than: datetime, *, dry_run: bool = False
+    ) -> GCSummary:
+        """Delete chunk and snapshot objects that no branch or tag can reach and that were
+        written before ``delete_object_older_than``; return a :class:`GCSummary` of what was
+        deleted (with ``dry_run``: what would be, deleting nothing).
+
+        Safe with concurrent writers if the cutoff is older than the oldest session or fork
+        still writing (their chunks are referenced by nothing until they commit or merge):
+        Icechunk's advice, days rather than minutes, holds. Sessions still reading a deleted
+        snapshot fail.
+        """
+        return sync(
+            self.garbage_collect_async(delete_object_older_than, dry_run=dry_run),
+            name="Repository.garbage_collect",
+        )
 
     # --- internals shared with sessions ------------------------------------------------------
 
