@@ -1266,9 +1266,8 @@ async def test_expire_then_collect_deletes_only_unreferenced_old_objects(
         INITIAL_SNAPSHOT_ID,
     ]
 
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(1.05)  # object dates count as up to 1 s early (S3 rounds them down)
     cutoff = datetime.now(UTC)
-    await asyncio.sleep(0.01)
     late = await repo.writable_session_async("main")
     await late.storage.put("written/after/the/cutoff", _big("L"))  # too new to delete
 
@@ -1313,13 +1312,14 @@ async def test_garbage_collection_never_deletes_what_concurrent_writers_referenc
     backend: Backend,
 ) -> None:
     """Writers commit (and forks merge) while expiration and collection run over and over with
-    a cutoff 0.3 s back: longer than any session here lives, the documented margin."""
+    a cutoff 0.3 s back (plus the 1 s date granularity): longer than any session here lives,
+    the documented margin."""
     repo = await Repository.create_async(LatencyStorage(backend.new(), 0.001))
     for round_ in range(3):  # old history and old garbage, for the collector to work on
         await commit_values(repo, {f"old/{round_}": _big(f"o{round_}")})
         garbage = await repo.writable_session_async("main")
         await garbage.storage.put("garbage", _big(f"g{round_}"))
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.35)
     stop = asyncio.Event()
     committed: list[str] = []
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["GCSummary", "expire_snapshots", "garbage_collect"]
 
 MAX_GC_RESTARTS = 10
+DATE_GRANULARITY = timedelta(seconds=1)
+"""S3 reports LastModified rounded down to the second: an object may be up to this much newer
+than its date, so it counts as older than a cutoff only if its date is this much before it."""
 
 
 @attrs.frozen
@@ -150,15 +153,16 @@ async def _collect(repo: Repository, cutoff: datetime, *, dry_run: bool) -> GCSu
     retained.add(INITIAL_SNAPSHOT_ID)
 
     # Listed before reading the manifests: anything written after this is not a candidate.
+    cutoff -= DATE_GRANULARITY
     old_snapshots = {
         item.key[len(SNAPSHOTS_PREFIX) :]: item.size
         async for item in storage.list(SNAPSHOTS_PREFIX)
-        if item.last_modified is not None and item.last_modified < cutoff
+        if item.last_modified is not None and item.last_modified <= cutoff
     }
     old_chunks = {
         item.key[len(CHUNKS_PREFIX) :]: item.size
         async for item in storage.list(CHUNKS_PREFIX)
-        if item.last_modified is not None and item.last_modified < cutoff
+        if item.last_modified is not None and item.last_modified <= cutoff
     }
     referenced: set[str] = set()
     limit = asyncio.Semaphore(32)
@@ -205,8 +209,4 @@ async def _collect(repo: Repository, cutoff: datetime, *, dry_run: bool) -> GCSu
                 f"garbage_collect could not delete {len(result.errors)} object(s), e.g. "
                 f"{key!r}: {why}. Run it again."
             )
-    return GCSummary(
-        chunks_deleted=chunk_result.deleted_objects,
-        snapshots_deleted=snapshot_result.deleted_objects,
-        bytes_deleted=chunk_result.deleted_bytes + snapshot_result.deleted_bytes,
-    )
+    return summary  # sizes from the listing: S3's batch delete does not report them
