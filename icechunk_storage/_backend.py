@@ -227,17 +227,7 @@ class BaseStorage(Storage):
         """Run one backend request under the request limit, with the shared retry policy,
         within ``StorageTimeoutSettings.operation_timeout_ms`` (all attempts and backoff).
         Every StorageError that leaves carries ``operation`` and ``key`` (the user's key)."""
-        try:
-            return await self._call_with_policy(operation, key, request)
-        except StorageError as exc:
-            if exc.operation is None:
-                exc.operation = operation
-            exc.key = key
-            raise
 
-    async def _call_with_policy(
-        self, operation: str, key: str, request: Callable[[], Awaitable[T]]
-    ) -> T:
         async def attempt() -> T:
             async with request_slots():
                 observer = current_observer.get()
@@ -246,19 +236,25 @@ class BaseStorage(Storage):
                 return await request()
 
         budget_ms = self.settings.timeouts.operation_timeout_ms if self.settings.timeouts else None
-        if budget_ms is None:
-            return await call_with_retries(operation, key, attempt, self._retry_policy)
-        deadline = asyncio.timeout(budget_ms / 1000)
         try:
-            async with deadline:
+            if budget_ms is None:
                 return await call_with_retries(operation, key, attempt, self._retry_policy)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            raise StorageTimeoutError(
-                f"{operation} of {key!r} did not complete within {budget_ms} ms "
-                "(StorageTimeoutSettings.operation_timeout_ms, retries included)."
-            ) from exc
+            deadline = asyncio.timeout(budget_ms / 1000)
+            try:
+                async with deadline:
+                    return await call_with_retries(operation, key, attempt, self._retry_policy)
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                raise StorageTimeoutError(
+                    f"{operation} of {key!r} did not complete within {budget_ms} ms "
+                    "(StorageTimeoutSettings.operation_timeout_ms, retries included)."
+                ) from exc
+        except StorageError as exc:
+            if exc.operation is None:
+                exc.operation = operation
+            exc.key = key
+            raise
 
     # --- reads -----------------------------------------------------------------------------
 

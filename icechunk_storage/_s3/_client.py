@@ -42,7 +42,7 @@ import attrs
 from .._errors import AuthenticationError
 from .._limits import get_max_concurrent_requests
 from .._loops import shut_down_at_exit
-from .._transport import TransportConfig, proxy_for
+from .._transport import Transport, TransportConfig, get_transport, proxy_for
 from .._transport._tls import ssl_context as ssl_context_for
 from ._auth import CredentialSource, FrozenCredentials
 from ._errors import S3ErrorContext, s3_errors
@@ -233,6 +233,7 @@ class LoopClients:
         self.http: aiohttp.ClientSession | None = None
         self.location: S3Location | None = None
         self.transport: TransportConfig | None = None
+        self._http_transport: Transport | None = None
         self.signer: SigV4Signer | None = None
         self.proxy: str | None = None
         self.region: str | None = None
@@ -289,6 +290,14 @@ class LoopClients:
         self.region = region
         self.signer = SigV4Signer(region)
         self.location = location
+
+    def http_transport(self) -> Transport:
+        """The lean GET path's transport in this loop (kept here: one lookup per loop)."""
+        transport = self._http_transport
+        if transport is None or transport.closed:
+            assert self.transport is not None
+            transport = self._http_transport = get_transport(self.transport)
+        return transport
 
     async def _open_pool(self) -> None:
         """The aiohttp session aiobotocore sends through, closed with the loop."""

@@ -56,7 +56,7 @@ from .._ranges import (
 )
 from .._settings import StorageSettings
 from .._storage import Data, GetResult, ObjectInfo, VersionInfo
-from .._transport import Request, aclose_transport, get_transport
+from .._transport import Request, aclose_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import USER_AGENT, ClientSettings, LoopClients
 from ._errors import (
@@ -366,7 +366,7 @@ class S3Storage(BaseStorage):
         )
         headers.update(_UNSIGNED_HEADERS)
         with s3_errors(context):
-            response = await get_transport(config).read(
+            response = await clients.http_transport().read(
                 Request("GET", target, headers), byte_range, what=context.describe(), into=into
             )
         status = response.status

@@ -184,6 +184,10 @@ class AiohttpTransport:
             response.close()  # stopped early (or oversized): do not reuse the connection
         return plan.finish(response.status, headers, sink)
 
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
     async def aclose(self) -> None:
         self._finalizer.detach()
         await self._session.close()

@@ -173,6 +173,8 @@ class Sink:
 class BodyPlan:
     """What a response to one request may be, and where its body goes."""
 
+    __slots__ = ("method", "what")
+
     def __init__(self, what: str, method: str) -> None:
         self.what = what
         self.method = method
@@ -202,6 +204,8 @@ def _no_body(method: str, status: int) -> bool:
 
 class RequestPlan(BodyPlan):
     """Any request but an object read: 2xx bodies up to ``max_body``, errors capped."""
+
+    __slots__ = ("max_body",)
 
     def __init__(self, what: str, method: str, max_body: int) -> None:
         super().__init__(what, method)
@@ -237,6 +241,8 @@ def _kept_bytes(sink: Sink) -> bytes | bytearray | memoryview:
 
 class ReadPlan(BodyPlan):
     """An object GET for ``byte_range`` (None: the whole object), into ``into`` if given."""
+
+    __slots__ = ("_span", "_start", "_total", "byte_range", "into")
 
     def __init__(
         self,

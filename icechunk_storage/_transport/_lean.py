@@ -41,7 +41,7 @@ from .._errors import (
     StorageTimeoutError,
     TLSVerificationError,
 )
-from .._ranges import ByteRequest
+from .._ranges import ByteRequest, RangeByteRequest
 from ._integrity import BodyPlan, ReadPlan, RequestPlan, Sink
 from ._model import (
     MAX_INTERIM_RESPONSES,
@@ -108,31 +108,42 @@ def request_head(request: Request) -> bytes:
 
 
 class _HeadParser:
-    """httptools callbacks for one response: the head, then (chunked) the body."""
+    """httptools callbacks for one response: the head, then (chunked) the body.
 
-    __slots__ = ("complete", "extra", "headers", "in_trailers", "sink", "trailer_bytes")
+    Header fields are collected by ``dict.__setitem__`` itself (no Python frame per header:
+    this is the hot path of every small read) and normalised once by :meth:`headers`;
+    trailers, after the head, go through :meth:`on_trailer`, which bounds them."""
+
+    __slots__ = ("complete", "extra", "on_header", "raw", "sink", "trailer_bytes")
 
     def __init__(self) -> None:
-        self.headers: dict[str, str] = {}
+        self.raw: dict[bytes, bytes] = {}
+        self.on_header: Any = self.raw.__setitem__
         self.complete = False
         self.extra = False
-        self.in_trailers = False
         self.trailer_bytes = 0
         self.sink: Sink | None = None
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.in_trailers:
-            self.trailer_bytes += len(name) + len(value) + 4
-            if self.trailer_bytes > MAX_TRAILER_BYTES:
-                raise _Failure(ProtocolError, f"the trailers exceed {MAX_TRAILER_BYTES} bytes")
-            return
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        previous = self.headers.get(key)
-        self.headers[key] = text if previous is None else f"{previous}, {text}"
+    def headers(self) -> dict[str, str]:
+        """Lower-case names; names differing only in case are joined (as repeats would be)."""
+        raw = self.raw
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw.items()
+        }
+        if len(headers) != len(raw):
+            headers = {}
+            for name, value in raw.items():
+                key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+                headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        return headers
 
     def on_headers_complete(self) -> None:
-        self.in_trailers = True
+        self.on_header = self.on_trailer
+
+    def on_trailer(self, name: bytes, value: bytes) -> None:
+        self.trailer_bytes += len(name) + len(value) + 4
+        if self.trailer_bytes > MAX_TRAILER_BYTES:
+            raise _Failure(ProtocolError, f"the trailers exceed {MAX_TRAILER_BYTES} bytes")
 
     def on_body(self, body: bytes) -> None:
         sink = self.sink
@@ -161,14 +172,15 @@ def _parse_head(
     except httptools.HttpParserError as exc:
         raise _Failure(ProtocolError, f"malformed response head ({exc})") from None
     status = parser.get_status_code()
+    headers = callbacks.headers()
     # Not parser.should_keep_alive(): llhttp resets its flags once a bodiless message (304,
     # 204, 1xx) completes, and would then say keep-alive despite "Connection: close".
-    tokens = {t.strip().lower() for t in callbacks.headers.get("connection", "").split(",")}
+    connection = headers.get("connection")
     if parser.get_http_version() == "1.1":
-        keep_alive = "close" not in tokens
+        keep_alive = connection is None or "close" not in connection.lower()
     else:
-        keep_alive = "keep-alive" in tokens
-    return status, keep_alive, callbacks.headers, parser, callbacks
+        keep_alive = connection is not None and "keep-alive" in connection.lower()
+    return status, keep_alive, headers, parser, callbacks
 
 
 def _callback_failure(exc: BaseException) -> _Failure:
@@ -187,6 +199,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._time = pool.loop.time
         self._window = pool.config.stream_timeout
         self.transport: asyncio.Transport | None = None
+        self.fd = -1
         self._scratch = bytearray(MAX_RESPONSE_HEAD)
         self._scratch_view = memoryview(self._scratch)
         self._state = _IDLE
@@ -218,6 +231,8 @@ class _Connection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._state == _BODY:
@@ -561,13 +576,28 @@ class _Connection(asyncio.BufferedProtocol):
             )
 
 
-def _has_pending_input(transport: asyncio.Transport) -> bool:
-    """Bytes (or EOF) already waiting on an idle connection's socket: do not reuse it."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
+try:  # FIONREAD is one cheap ioctl; select() is the portable fallback
+    import fcntl as _fcntl
+    import termios as _termios
+
+    _FIONREAD: int | None = _termios.FIONREAD
+except ImportError:  # pragma: no cover - platforms without fcntl (Windows)
+    _FIONREAD = None
+_PENDING = bytearray(4)
+
+
+def _has_pending_input(connection: _Connection) -> bool:
+    """Bytes already waiting on an idle connection's socket: it must not be reused (they
+    would be read as the next request's response). A server that closed the connection is
+    caught by the transparent resend of a stale keep-alive instead."""
+    fd = connection.fd
+    if fd < 0:
         return False
     try:
-        readable, _, _ = select.select([sock.fileno()], [], [], 0)
+        if _FIONREAD is not None:
+            _fcntl.ioctl(fd, _FIONREAD, _PENDING)
+            return int.from_bytes(_PENDING, "little") > 0
+        readable, _, _ = select.select([fd], [], [], 0)
     except (OSError, ValueError):
         return True
     return bool(readable)
@@ -613,7 +643,10 @@ class LeanTransport:
         into: memoryview | None = None,
     ) -> Response:
         plan = ReadPlan(what, byte_range, into, request.method)
-        size = len(into) if into is not None else _expected_size(byte_range)
+        if into is not None:
+            size = len(into)
+        else:  # an open range's size is known when the head arrives (see _start_body)
+            size = byte_range.length if isinstance(byte_range, RangeByteRequest) else 0
         return await self._send(request, plan, what, size)
 
     async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
@@ -661,7 +694,7 @@ class LeanTransport:
                 not connection.closed
                 and transport is not None
                 and not transport.is_closing()
-                and not _has_pending_input(transport)
+                and not _has_pending_input(connection)
             ):
                 return connection
             connection.abort()
@@ -769,12 +802,3 @@ class LeanTransport:
                     connection.transport.abort()
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
-
-
-def _expected_size(byte_range: ByteRequest | None) -> int:
-    """The bytes a read asks for, for its deadline (0: unknown until the head arrives)."""
-    from .._ranges import RangeByteRequest
-
-    if isinstance(byte_range, RangeByteRequest):
-        return byte_range.length
-    return 0

@@ -78,5 +78,7 @@ class MockTransport:
             )
         return plan.finish(answer.status, dict(answer.headers), sink)
 
+    closed = False
+
     async def aclose(self) -> None:
-        pass
+        self.closed = True

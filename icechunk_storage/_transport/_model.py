@@ -87,7 +87,7 @@ def _check_optional_positive(instance: object, attribute: Any, value: object) ->
         raise ConfigurationError(f"{attribute.name} must be a number > 0 or None, got {value!r}.")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class TransportConfig:
     """How to reach one origin. Equal configs share one pool per event loop.
 
@@ -204,4 +204,9 @@ class Transport(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once closed: ask :func:`get_transport` for a new one."""
         ...
