@@ -60,6 +60,10 @@ class WrappedStorage(Storage, Generic[S]):
     def default_settings(self) -> StorageSettings:
         return self.inner.default_settings()
 
+    @property
+    def user_settings(self) -> StorageSettings | None:
+        return self.inner.user_settings
+
     def with_settings(self, settings: StorageSettings | None) -> Self:
         return self._with_inner(self.inner.with_settings(settings))
 

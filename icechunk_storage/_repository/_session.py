@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import attrs
 
-from .._backend import check_byte_request
 from .._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -41,7 +40,7 @@ from .._errors import (
 from .._fetch import check_requests
 from .._keys import normalize_list_prefix, validate_key
 from .._memory import slice_range
-from .._ranges import ByteRequest
+from .._ranges import ByteRequest, check_byte_request
 from .._settings import StorageSettings
 from .._storage import (
     Capabilities,
