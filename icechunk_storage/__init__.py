@@ -109,7 +109,13 @@ from ._storage import (
     VersionInfo,
 )
 from ._sync import SyncError
-from ._wrappers import InstrumentedStorage, LatencyStorage, OperationStats, WrappedStorage
+from ._wrappers import (
+    InstrumentedStorage,
+    LatencyStorage,
+    OperationStats,
+    ReadOnlyStorage,
+    WrappedStorage,
+)
 
 __all__ = [
     "WRITE_ID_METADATA_KEY",
@@ -154,6 +160,7 @@ __all__ = [
     "ObjectNotFoundError",
     "OffsetByteRequest",
     "OperationStats",
+    "ReadOnlyStorage",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "PutMode",

@@ -119,6 +119,46 @@ class ListPage:
     next_token: str | None = None
 
 
+def check_put_data(data: object) -> None:
+    """``put`` takes bytes-like data only (a str or a list is a caller's bug)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(
+            f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
+        )
+
+
+def effective_write_mode(
+    mode: PutMode, settings: StorageSettings, native: Capabilities, owner: object
+) -> WriteMode:
+    """The write mode a put really uses: a VersionInfo for creation means "create"; with the
+    unsafe flags a condition is dropped (overwrite); a condition the backend cannot honour
+    is refused with the flag that would drop it. Shared by every Storage that takes modes."""
+    if isinstance(mode, VersionInfo):
+        if mode.is_for_creation:
+            mode = "create"
+    elif mode not in ("overwrite", "create"):
+        raise ConfigurationError(
+            f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
+        )
+    if mode == "create":
+        if not settings.conditional_create:
+            return "overwrite"
+        if not native.conditional_create:
+            raise ConfigurationError(
+                f"{owner!r} cannot create conditionally; set "
+                "StorageSettings(unsafe_use_conditional_create=False) to overwrite instead."
+            )
+    elif isinstance(mode, VersionInfo):
+        if not settings.conditional_update:
+            return "overwrite"
+        if not native.conditional_update:
+            raise ConfigurationError(
+                f"{owner!r} cannot update conditionally; set "
+                "StorageSettings(unsafe_use_conditional_update=False) to overwrite instead."
+            )
+    return mode
+
+
 class BaseStorage(Storage):
     """Shared machinery; see the module docstring for what a backend writes."""
 
@@ -383,31 +423,7 @@ class BaseStorage(Storage):
     # --- writes ----------------------------------------------------------------------------
 
     def _effective_mode(self, mode: PutMode) -> WriteMode:
-        if isinstance(mode, VersionInfo):
-            if mode.is_for_creation:
-                mode = "create"
-        elif mode not in ("overwrite", "create"):
-            raise ConfigurationError(
-                f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
-            )
-        settings, native = self.settings, self.native_capabilities
-        if mode == "create":
-            if not settings.conditional_create:
-                return "overwrite"
-            if not native.conditional_create:
-                raise ConfigurationError(
-                    f"{self!r} cannot create conditionally; set "
-                    "StorageSettings(unsafe_use_conditional_create=False) to overwrite instead."
-                )
-        elif isinstance(mode, VersionInfo):
-            if not settings.conditional_update:
-                return "overwrite"
-            if not native.conditional_update:
-                raise ConfigurationError(
-                    f"{self!r} cannot update conditionally; set "
-                    "StorageSettings(unsafe_use_conditional_update=False) to overwrite instead."
-                )
-        return mode
+        return effective_write_mode(mode, self.settings, self.native_capabilities, self)
 
     async def put(
         self,
@@ -419,10 +435,7 @@ class BaseStorage(Storage):
         metadata: Mapping[str, str] | None = None,
     ) -> VersionInfo:
         path = self._path(key)
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
-            )
+        check_put_data(data)
         self._check_writable()
         write_mode = self._effective_mode(mode)
         settings = self.settings
