@@ -15,7 +15,8 @@ backstop).
   ``uploadType=multipart``), so those paths are really checked; the recordings show the
   parameter was sent;
 * when ``required_bearer`` is set, answers 401 to any request whose ``Authorization`` is not
-  ``Bearer <required_bearer>``, so a test proves the bearer reaching the storage server;
+  ``Bearer <required_bearer>`` (with ``require_issued``: not a token it issued), so a test
+  proves the bearer reaching the storage server;
 * serves an OAuth2 token endpoint at ``/token`` (signed-JWT and refresh-token grants; the
   JWT's signature is verified against ``trusted_public_key`` when set) and a GCE metadata
   server at ``/computeMetadata/v1/...`` (requires ``Metadata-Flavor: Google``), both issuing
@@ -178,6 +179,7 @@ class GcsProxy:
         self.token_requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
         self.required_bearer: str | None = None
+        self.require_issued = False
         self.trusted_public_key: Any = None
         self.token_lifetime = 3600
         self._issued = 0
@@ -217,6 +219,7 @@ class GcsProxy:
             self.token_requests.clear()
             self.faults.clear()
             self.required_bearer = None
+            self.require_issued = False
             self.trusted_public_key = None
             self.token_lifetime = 3600
 
@@ -294,6 +297,14 @@ class GcsProxy:
             }
         )
 
+    def _authorised(self, recorded: Recorded) -> bool:
+        auth = recorded.headers.get("authorization")
+        if self.required_bearer is not None and auth != f"Bearer {self.required_bearer}":
+            return False
+        return not self.require_issued or (
+            auth is not None and auth.removeprefix("Bearer ") in self.issued
+        )
+
     def _take_fault(self, recorded: Recorded) -> Fault | None:
         with self._lock:
             for fault in self.faults:
@@ -318,8 +329,7 @@ class GcsProxy:
         )
         with self._lock:
             self.requests.append(recorded)
-        required = self.required_bearer
-        if required is not None and recorded.headers.get("authorization") != f"Bearer {required}":
+        if not self._authorised(recorded):
             recorded.status = 401
             return web.json_response({"error": {"code": 401, "message": "bad bearer"}}, status=401)
         fault = self._take_fault(recorded)

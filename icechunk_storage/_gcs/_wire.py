@@ -107,9 +107,17 @@ class _AiohttpTransport:
                 allow_redirects=False,
             ) as response:
                 cap = max_body if response.status < 300 else _ERROR_BODY_CAP
-                data = await response.content.read(cap + 1)
-                if len(data) > cap:
-                    raise ConnectionLostError(f"{what}: the response body exceeds {cap} bytes.")
+                chunks: list[bytes] = []
+                received = 0
+                while chunk := await response.content.read(1 << 20):
+                    received += len(chunk)
+                    if received > cap:
+                        raise ConnectionLostError(f"{what}: the response body exceeds {cap} bytes.")
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+                length = response.headers.get("Content-Length")
+                if length is not None and length.isdigit() and int(length) != len(data):
+                    raise ConnectionLostError(f"{what}: the response body was cut short.")
                 merged: dict[str, str] = {}
                 for raw_name, value in response.headers.items():
                     name = raw_name.lower()
