@@ -143,7 +143,6 @@ class TokenSource:
     def __init__(self, credentials: AnyGcsCredential) -> None:
         self._credentials = credentials
         self._handle: CredentialHandle[GcsBearerCredential] | None = None
-        self._lock: asyncio.Lock | None = None
 
     @property
     def handle(self) -> CredentialHandle[GcsBearerCredential] | None:

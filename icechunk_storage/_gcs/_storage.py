@@ -253,6 +253,8 @@ class GcsStorage(BaseStorage):
 
     async def _aclose(self) -> None:
         await self._tokens.aclose()
+        # Only while on the stand-in transport (whose sessions would otherwise outlive the
+        # loop); the shared transport closes itself at loop shutdown, so this line goes.
         with contextlib.suppress(Exception):
             await get_transport(self._transport_config()).aclose()
 
