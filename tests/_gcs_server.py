@@ -14,6 +14,9 @@ backstop).
   uploads, which fake-gcs-server 1.54 ignores (it enforces preconditions only on
   ``uploadType=multipart``), so those paths are really checked; the recordings show the
   parameter was sent;
+* answers a ranged GET of an empty object with 416 and ``Content-Range: bytes */0``, as GCS
+  does (googleapis/google-cloud-go#242), where fake-gcs-server 1.54 sends a 206 with the
+  malformed ``Content-Range: bytes 0--1/0`` (which the shared transport rightly refuses);
 * when ``required_bearer`` is set, answers 401 to any request whose ``Authorization`` is not
   ``Bearer <required_bearer>`` (with ``require_issued``: not a token it issued), so a test
   proves the bearer reaching the storage server;
@@ -359,6 +362,13 @@ class GcsProxy:
             recorded.status = upstream.status
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
         self._remember_session(recorded, body, out.get("Location"))
+        if upstream.status == 206 and out.get("Content-Range", "").endswith("--1/0"):
+            recorded.status = 416
+            return web.json_response(
+                {"error": {"code": 416, "message": "The requested range cannot be satisfied."}},
+                status=416,
+                headers={"Content-Range": "bytes */0"},
+            )
         if fault is not None and fault.kind == "drop_response":
             return self._cut(request)
         location = out.get("Location")

@@ -25,14 +25,9 @@ from .._errors import (
 )
 from .._storage import VersionInfo
 
-__all__ = ["MultipartUploadVanishedError", "error_for_status", "error_message"]
+__all__ = ["error_for_status", "error_message"]
 
 _MAX_MESSAGE = 300
-
-
-class MultipartUploadVanishedError(StorageError):
-    """A resumable upload session is gone (finalised by a retried request whose first response
-    was lost, or expired): the write id read-back decides whether the object is ours."""
 
 
 def error_message(body: bytes | bytearray | memoryview) -> str:

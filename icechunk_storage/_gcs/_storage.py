@@ -1,9 +1,11 @@
 """``GcsStorage``: a Google Cloud Storage bucket under a prefix, over the JSON API.
 
-Every request is one HTTP request on the shared transport, built and signed here (a bearer
-token from ``_auth.py``, or none for anonymous access); the transport moves bytes and checks
-ranges, ``_errors.py`` maps statuses, ``BaseStorage._call`` retries (gcloud-aio-storage has
-no retries of its own, and is not used for requests: one implementation per behaviour).
+Every request is one HTTP request on the shared transport (``_transport``), built and
+signed here (a bearer token from ``_auth.py``, or none for anonymous access); the transport
+moves bytes, applies the attempt deadline and, for object reads (``Transport.read``), the
+integrity rules; ``_errors.py`` maps statuses, ``BaseStorage._call`` retries and runs the
+resumable-upload steps and the listing pages (gcloud-aio-storage has no retries of its own,
+and is not used for requests: one implementation per behaviour).
 
 GCS semantics:
 
@@ -25,35 +27,36 @@ GCS semantics:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
-from .._backend import BaseStorage, WriteMode
+from .._backend import BaseStorage, ListPage, WriteMode
 from .._credentials import AnyGcsCredential, GcsCredentials
 from .._errors import (
     ConfigurationError,
+    MultipartUploadVanishedError,
     PreconditionFailedError,
     StorageError,
     TransientError,
 )
+from .._loops import LoopLocal
 from .._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from .._s3._headers import RequestHeaders, resolve_request_headers, validate_headers
 from .._settings import StorageSettings
-from .._storage import Capabilities, Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from .._storage import Capabilities, Data, GetResult, ObjectInfo, VersionInfo
+from .._transport import Request, Response, Transport, TransportConfig, get_transport, proxy_for
 from ._auth import TokenSource
 from ._config import GcsEndpoint
-from ._errors import MultipartUploadVanishedError, error_for_status
-from ._wire import Request, Response, TransportConfig, get_transport
+from ._errors import error_for_status
 
-__all__ = ["GcsStorage", "ListPage"]
+__all__ = ["GcsStorage"]
 
 RESUMABLE_CHUNK = 256 * 1024
 """GCS requires every chunk of a resumable upload but the last to be a multiple of this."""
@@ -62,13 +65,21 @@ LIST_FIELDS = "items(name,size,updated,generation,etag),prefixes,nextPageToken"
 USER_AGENT = "icechunk-storage"
 
 
-@attrs.frozen
-class ListPage:
-    """One page of a listing (the shape of ``_backend.ListPage`` in the primitives spec)."""
+class _LoopTransport:
+    """The transport of one storage in one event loop, kept so a request costs no registry
+    lookup; asked again from ``get_transport`` once closed (as ``_s3/_client.py`` does)."""
 
-    objects: list[ObjectInfo]
-    prefixes: list[str]
-    next_token: str | None
+    __slots__ = ("_config", "_transport")
+
+    def __init__(self, config: TransportConfig) -> None:
+        self._config = config
+        self._transport: Transport | None = None
+
+    def get(self) -> Transport:
+        transport = self._transport
+        if transport is None or transport.closed:
+            transport = self._transport = get_transport(self._config)
+        return transport
 
 
 def _credential_kind(credentials: AnyGcsCredential) -> str:
@@ -151,7 +162,7 @@ class GcsStorage(BaseStorage):
     _multipart_concurrent_parts: ClassVar[bool] = False
     _delete_batch_size: ClassVar[int] = 1
     _delete_batch_concurrency: ClassVar[int] = 32
-    _runtime_attributes: ClassVar[tuple[str, ...]] = ("_tokens",)
+    _runtime_attributes: ClassVar[tuple[str, ...]] = ("_tokens", "_transports")
     _list_page_size: int = 1000
 
     def __init__(
@@ -201,8 +212,9 @@ class GcsStorage(BaseStorage):
             read_headers=validate_headers("read_headers", read_headers),
             write_headers=validate_headers("write_headers", write_headers),
         )
-        self._read_base = {name.lower(): value for name, value in self._headers.read}
-        self._write_base = {name.lower(): value for name, value in self._headers.write}
+        fixed = {"host": endpoint.host, "user-agent": USER_AGENT}
+        self._read_base = {name.lower(): value for name, value in self._headers.read} | fixed
+        self._write_base = {name.lower(): value for name, value in self._headers.write} | fixed
         self._bucket_path = f"/storage/v1/b/{quote(bucket, safe='')}"
         self._upload_path = f"/upload/storage/v1/b/{quote(bucket, safe='')}/o"
         self._reset_runtime()
@@ -241,34 +253,38 @@ class GcsStorage(BaseStorage):
 
     def _reset_runtime(self) -> None:
         self._tokens = TokenSource(self._credentials)
+        # The factory holds the config only, never self (storages are dropped without aclose).
+        self._transports: LoopLocal[_LoopTransport] = LoopLocal(
+            functools.partial(_LoopTransport, self._transport_config())
+        )
 
     def _transport_config(self) -> TransportConfig:
+        """Where and how requests go: the endpoint, its proxy (``proxy_url``, else the
+        standard ``HTTPS_PROXY``/``NO_PROXY`` variables) and the user's timeouts (the
+        transport applies the attempt deadline and the stall check)."""
         timeouts = self.settings.timeouts
-        config = TransportConfig(origin=self._endpoint.origin, proxy=self._endpoint.proxy)
-        if timeouts is not None and timeouts.connect_timeout_ms is not None:
-            config = attrs.evolve(config, connect_timeout=timeouts.connect_timeout_ms / 1000)
-        if timeouts is not None and timeouts.read_timeout_ms is not None:
-            config = attrs.evolve(config, stream_timeout=timeouts.read_timeout_ms / 1000)
+        connect_ms = timeouts.connect_timeout_ms if timeouts else None
+        read_ms = timeouts.read_timeout_ms if timeouts else None
+        attempt_ms = timeouts.operation_attempt_timeout_ms if timeouts else None
+        config = TransportConfig(
+            origin=self._endpoint.origin,
+            proxy=self._endpoint.proxy or proxy_for(self._endpoint.origin),
+            attempt_timeout=attempt_ms / 1000 if attempt_ms is not None else None,
+        )
+        if connect_ms is not None:
+            config = attrs.evolve(config, connect_timeout=connect_ms / 1000)
+        if read_ms is not None:
+            config = attrs.evolve(config, stream_timeout=read_ms / 1000)
         return config
 
     async def _aclose(self) -> None:
+        # Tokens are per storage; the transport is shared by every storage with this config
+        # in this loop and closes itself at loop shutdown, so only this storage's hold goes.
+        self._transports.pop()
         await self._tokens.aclose()
-        # Only while on the stand-in transport (whose sessions would otherwise outlive the
-        # loop); the shared transport closes itself at loop shutdown, so this line goes.
-        with contextlib.suppress(Exception):
-            await get_transport(self._transport_config()).aclose()
-
-    def _attempt_timeout(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        timeouts = self.settings.timeouts
-        ms = timeouts.operation_attempt_timeout_ms if timeouts else None
-        if ms is None:
-            return contextlib.nullcontext()
-        return asyncio.timeout(ms / 1000)
 
     async def _headers_for(self, write: bool) -> dict[str, str]:
         headers = dict(self._write_base if write else self._read_base)
-        headers["host"] = self._endpoint.host
-        headers["user-agent"] = USER_AGENT
         authorization = await self._tokens.authorization()
         if authorization is not None:
             headers["authorization"] = authorization
@@ -284,7 +300,8 @@ class GcsStorage(BaseStorage):
         return settings.effective_metadata_storage_class
 
     def _what(self, operation: str, path: str) -> str:
-        return f"{operation} of {path!r} in GCS bucket {self._bucket!r}"
+        """How errors start; they name the user's key, relative to the prefix."""
+        return f"{operation} of {self._key(path)!r} in GCS bucket {self._bucket!r}"
 
     def _fail(
         self,
@@ -299,7 +316,7 @@ class GcsStorage(BaseStorage):
             response.status,
             response.body,
             operation=operation,
-            path=path,
+            path=self._key(path),
             bucket=self._bucket,
             mode=None if mode == "overwrite" else mode,
             expected=expected,
@@ -318,9 +335,8 @@ class GcsStorage(BaseStorage):
         headers = await self._headers_for(write)
         if extra:
             headers.update(extra)
-        async with self._attempt_timeout():
-            transport = get_transport(self._transport_config())
-            return await transport.request(Request(method, target, headers, body), what=what)
+        transport = self._transports.get().get()
+        return await transport.request(Request(method, target, headers, body), what=what)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -346,11 +362,10 @@ class GcsStorage(BaseStorage):
             elif unless.etag is not None:
                 headers["if-none-match"] = f'"{unless.etag}"'
         target = f"{self._object_path(path)}?{urlencode(params)}"
-        async with self._attempt_timeout():
-            transport = get_transport(self._transport_config())
-            response = await transport.read(
-                Request("GET", target, headers), byte_range, what=what, into=into
-            )
+        transport = self._transports.get().get()
+        response = await transport.read(
+            Request("GET", target, headers), byte_range, what=what, into=into
+        )
         if response.status == 304:
             return None, 0, None
         if response.status not in (200, 206):
@@ -361,7 +376,7 @@ class GcsStorage(BaseStorage):
         )
         if unless is not None and _same_version(version, unless):
             return None, 0, response.total  # the server ignored ifGenerationNotMatch
-        written = response.written if into is not None else len(response.body)
+        written = response.written if response.written >= 0 else len(response.body)
         return GetResult(response.body, version), written, response.total
 
     async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
@@ -369,11 +384,13 @@ class GcsStorage(BaseStorage):
         assert result is not None
         return result
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         part = RangeByteRequest(start, start + len(out))
-        result, written, _ = await self._read("get", path, part, into=out)
+        result, written, total = await self._read("get", path, part, into=out)
         assert result is not None
-        return result.version, written
+        return result.version, written, total
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         result, _, _ = await self._read("get_if_changed", path, None, unless=version)
@@ -396,10 +413,11 @@ class GcsStorage(BaseStorage):
             return {"ifGenerationMatch": "0"}
         if isinstance(mode, VersionInfo):
             if mode.generation is None:
+                key = self._key(path)
                 raise PreconditionFailedError(
-                    path,
+                    key,
                     mode,
-                    f"Cannot write {path!r} on GCS conditionally on {mode}: a GCS conditional "
+                    f"Cannot write {key!r} on GCS conditionally on {mode}: a GCS conditional "
                     "update needs the generation (use the version a GCS read or write returned).",
                 )
             return {"ifGenerationMatch": mode.generation}
@@ -499,7 +517,7 @@ class GcsStorage(BaseStorage):
             raise TransientError(f"{what}: the server sent no resumable session URI.")
         return f"{parts.path}?{parts.query}" if parts.query else parts.path
 
-    async def _multipart_part(  # noqa: PLR0917 (the base's step signature)
+    async def _multipart_part(
         self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
     ) -> object:
         end = start + len(body) - 1
@@ -512,12 +530,14 @@ class GcsStorage(BaseStorage):
             extra={"content-range": f"bytes {start}-{end}/*"},
         )
         if response.status == 404:
-            raise MultipartUploadVanishedError(f"The resumable upload of {path!r} is gone.")
+            raise MultipartUploadVanishedError(
+                f"The resumable upload of {self._key(path)!r} is gone."
+            )
         if response.status not in (200, 201, 308):
             raise self._fail(response, "put", path)
         return start + len(body)
 
-    async def _multipart_complete(  # noqa: PLR0917 (the base's step signature)
+    async def _multipart_complete(
         self,
         path: str,
         upload: str,
@@ -536,62 +556,14 @@ class GcsStorage(BaseStorage):
             extra={"content-range": f"bytes */{total}"},
         )
         if response.status in (404, 410):
-            raise MultipartUploadVanishedError(f"The resumable upload of {path!r} is gone.")
+            raise MultipartUploadVanishedError(
+                f"The resumable upload of {self._key(path)!r} is gone."
+            )
         return self._written(response, "put", path, mode)
 
     async def _multipart_abort(self, path: str, upload: str) -> None:
         # GCS answers a cancelled session with 499; anything is fine here, best effort.
         await self._send("DELETE", upload, write=True, what=self._what("abort upload", path))
-
-    async def _put_multipart(
-        self,
-        path: str,
-        data: Data,
-        mode: WriteMode,
-        content_type: str | None,
-        metadata: Mapping[str, str],
-    ) -> VersionInfo:
-        """Runs the steps above until the base's step runner lands (then this goes)."""
-        key = self._key(path)
-        view = memoryview(data).cast("B")
-        upload = await self._call(
-            "put", key, lambda: self._multipart_start(path, mode, content_type, metadata)
-        )
-        try:
-            receipts: list[object] = []
-            for number, (start, end) in enumerate(self._multipart_ranges(len(view)), 1):
-                chunk = view[start:end]
-                receipts.append(
-                    await self._call(
-                        "put",
-                        key,
-                        lambda n=number, s=start, c=chunk: self._multipart_part(  # type: ignore[misc]
-                            path, upload, n, s, c, len(view)
-                        ),
-                    )
-                )
-            return await self._call(
-                "put",
-                key,
-                lambda: self._multipart_complete(
-                    path, upload, receipts, mode, content_type, metadata
-                ),
-            )
-        except MultipartUploadVanishedError:
-            from .._backend import WRITE_ID_METADATA_KEY
-
-            write_id = metadata.get(WRITE_ID_METADATA_KEY)
-            if write_id is not None:
-                version = await self._readback(path, write_id)
-                if version is not None:
-                    return version
-            raise
-        except BaseException:
-            with contextlib.suppress(StorageError):
-                await asyncio.shield(
-                    self._call("abort_upload", key, lambda: self._multipart_abort(path, upload))
-                )
-            raise
 
     # --- copy, list, delete --------------------------------------------------------------
 
@@ -602,10 +574,11 @@ class GcsStorage(BaseStorage):
         params: dict[str, str] = {}
         if version is not None:
             if version.generation is None:
+                key = self._key(source)
                 raise PreconditionFailedError(
-                    source,
+                    key,
                     version,
-                    f"Cannot copy {source!r} conditionally on {version}: GCS needs the generation.",
+                    f"Cannot copy {key!r} conditionally on {version}: GCS needs the generation.",
                 )
             params["ifSourceGenerationMatch"] = version.generation
         resource: dict[str, Any] = {}
@@ -663,33 +636,6 @@ class GcsStorage(BaseStorage):
             raise TransientError(f"{what}: the server listed names outside the prefix.")
         next_token = page.get("nextPageToken")
         return ListPage(objects, prefixes, str(next_token) if next_token else None)
-
-    # Until the base loops over pages itself (then these two go).
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        token: str | None = None
-        while True:
-            page = await self._call(
-                "list",
-                path_prefix,
-                lambda t=token: self._list_page(path_prefix, None, t),  # type: ignore[misc]
-            )
-            for info in page.objects:
-                yield info
-            if page.next_token is None:
-                return
-            token = page.next_token
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        token: str | None = None
-        while True:
-            page = await self._list_page(path_prefix, "/", token)
-            objects.extend(page.objects)
-            prefixes.extend(page.prefixes)
-            if page.next_token is None:
-                return ListResult(objects=objects, prefixes=prefixes)
-            token = page.next_token
 
     async def _delete_objects(
         self, paths: list[str]
