@@ -46,6 +46,7 @@ from .._errors import (
     StorageError,
     TransientError,
 )
+from .._extras import require_extra
 from .._loops import LoopLocal
 from .._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from .._s3._headers import RequestHeaders, resolve_request_headers, validate_headers
@@ -179,6 +180,7 @@ class GcsStorage(BaseStorage):
         read_only: bool = False,
     ) -> None:
         super().__init__(prefix=prefix, settings=settings, read_only=read_only)
+        require_extra("gcs", "gcs_storage")
         if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket != bucket.strip():
             raise ConfigurationError(
                 f"bucket must be a non-empty bucket name without '/' or surrounding spaces, "
