@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -64,6 +65,8 @@ RESUMABLE_CHUNK = 256 * 1024
 CHUNKS_PREFIX = "chunks/"
 LIST_FIELDS = "items(name,size,updated,generation,etag),prefixes,nextPageToken"
 USER_AGENT = "icechunk-storage"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9._~/-]*")
+"""Object names that need no percent-encoding but of "/" (quote's always-safe set)."""
 
 
 class _LoopTransport:
@@ -293,6 +296,10 @@ class GcsStorage(BaseStorage):
         return headers
 
     def _object_path(self, path: str) -> str:
+        # The object name is one path segment: "/" too is escaped. Most names are plain
+        # (chunk and metadata keys), for which a replace is all quote() would do, faster.
+        if _PLAIN_NAME.fullmatch(path):
+            return f"{self._bucket_path}/o/{path.replace('/', '%2F')}"
         return f"{self._bucket_path}/o/{quote(path, safe='')}"
 
     def _storage_class(self, path: str) -> str | None:
@@ -353,17 +360,16 @@ class GcsStorage(BaseStorage):
     ) -> tuple[GetResult | None, int, int | None]:
         """One media GET: ``(result or None if unchanged since unless, written, total)``."""
         what = self._what(operation, path)
-        params = {"alt": "media"}
+        target = f"{self._object_path(path)}?alt=media"
         headers = await self._headers_for(False)
         range_value = _range_header(byte_range)
         if range_value is not None:
             headers["range"] = range_value
         if unless is not None:
             if unless.generation is not None:
-                params["ifGenerationNotMatch"] = unless.generation
+                target += "&" + urlencode({"ifGenerationNotMatch": unless.generation})
             elif unless.etag is not None:
                 headers["if-none-match"] = f'"{unless.etag}"'
-        target = f"{self._object_path(path)}?{urlencode(params)}"
         transport = self._transports.get().get()
         response = await transport.read(
             Request("GET", target, headers), byte_range, what=what, into=into
