@@ -53,7 +53,15 @@ from .._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixBy
 from .._s3._headers import RequestHeaders, resolve_request_headers, validate_headers
 from .._settings import StorageSettings
 from .._storage import Capabilities, Data, GetResult, ObjectInfo, VersionInfo
-from .._transport import Request, Response, Transport, TransportConfig, get_transport, proxy_for
+from .._transport import (
+    Request,
+    Response,
+    Transport,
+    TransportConfig,
+    aclose_transport,
+    get_transport,
+    proxy_for,
+)
 from ._auth import TokenSource
 from ._config import GcsEndpoint
 from ._errors import error_for_status
@@ -283,9 +291,10 @@ class GcsStorage(BaseStorage):
         return config
 
     async def _aclose(self) -> None:
-        # Tokens are per storage; the transport is shared by every storage with this config
-        # in this loop and closes itself at loop shutdown, so only this storage's hold goes.
-        self._transports.pop()
+        # As every backend: release this storage's tokens and the loop's connections to its
+        # endpoint (shared with storages of the same config, which reconnect on next use).
+        if self._transports.pop() is not None:
+            await aclose_transport(self._transport_config())
         await self._tokens.aclose()
 
     async def _headers_for(self, write: bool) -> dict[str, str]:
