@@ -483,3 +483,31 @@ def test_a_forked_child_forgets_every_loop_local_value_and_registered_state() ->
     assert ran == []  # not in the parent
     assert len(local.items()) == 1
     parent_loop.close()
+
+
+def test_every_error_class_is_in_the_drawn_tree() -> None:
+    """The error tree in ``_errors``'s docstring (and the repository's subtree) names every
+    StorageError subclass the package defines, so users can see what to catch."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import icechunk_storage
+    from icechunk_storage import StorageError, _errors
+    from icechunk_storage._repository import _errors as repository_errors
+
+    drawn = (_errors.__doc__ or "") + (repository_errors.__doc__ or "")
+    classes = set()
+    for module_info in pkgutil.walk_packages(icechunk_storage.__path__, "icechunk_storage."):
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, StorageError)
+                and value.__module__.startswith("icechunk_storage")
+                and not name.startswith("_")
+            ):
+                classes.add(value.__name__)
+    missing = sorted(name for name in classes if name not in drawn)
+    assert missing == []
+    assert len(classes) > 30

@@ -24,6 +24,7 @@ from .._errors import (
     ConfigurationError,
     ConnectionLostError,
     MultipartUploadVanishedError,
+    NotSupportedByServerError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -177,7 +178,7 @@ def error_for_status(
     if code in TIMEOUT_CODES or status == 408:
         return StorageTimeoutError(f"{what} timed out on the server ({detail}).")
     if status == 501:
-        return StorageError(
+        return NotSupportedByServerError(
             f"{what} failed: the server does not implement this request ({detail}). "
             "S3-compatible stores often reject checksum headers: leave checksum_algorithm "
             "unset."
