@@ -6,6 +6,7 @@ Importing this package does no I/O and imports no cloud SDK.
 
 from __future__ import annotations
 
+from ._azure import AzureStorage, azure_storage
 from ._backend import WRITE_ID_METADATA_KEY, BaseStorage
 from ._credentials import (
     AnyAzureCredential,
@@ -117,6 +118,7 @@ __all__ = [
     "AnyS3Credential",
     "AuthenticationError",
     "AzureCredentials",
+    "AzureStorage",
     "AzureRefreshableCredential",
     "AzureStaticCredentials",
     "BaseStorage",
@@ -194,6 +196,7 @@ __all__ = [
     "azure_from_env_credentials",
     "azure_refreshable_credentials",
     "azure_static_credentials",
+    "azure_storage",
     "gcs_anonymous_credentials",
     "gcs_credentials",
     "gcs_from_env_credentials",
