@@ -42,7 +42,7 @@ def azure_storage(
     bearer_token: str | None = None,
     from_env: bool | None = None,
     anonymous: bool | None = None,
-    config: Mapping[str, str] | None = None,
+    config: Mapping[str, str | bool] | None = None,
     get_credentials: GetAzureCredentials | None = None,
     scatter_initial_credentials: bool = False,
     account_name: str | None = None,

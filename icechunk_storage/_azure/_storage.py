@@ -40,8 +40,10 @@ import attrs
 from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
 from .._credentials import AnyAzureCredential, AzureCredentials
 from .._errors import (
+    AuthenticationError,
     ConfigurationError,
     ObjectNotFoundError,
+    PermissionDeniedError,
     PreconditionFailedError,
     StorageError,
     TransientError,
@@ -421,8 +423,10 @@ class AzureStorage(BaseStorage):
                 try:
                     await self._send("delete", "DELETE", path, {})
                 except StorageError as exc:
-                    if isinstance(exc, TransientError):
-                        raise
+                    if isinstance(
+                        exc, TransientError | AuthenticationError | PermissionDeniedError
+                    ):
+                        raise  # retried whole / true of every path: not a per-object failure
                     if not isinstance(exc, ObjectNotFoundError):
                         failed[path] = str(exc)
                         return
@@ -456,18 +460,20 @@ class AzureStorage(BaseStorage):
 
     @staticmethod
     def _block_id(upload: str, number: int) -> str:
-        return base64.b64encode(f"{upload}-{number:06d}".encode()).decode()
+        """The id as the SDK takes it (it base64-encodes ids in the block list itself)."""
+        return f"{upload}-{number:06d}"
 
     async def _multipart_part(  # noqa: PLR0917 (the base's step signature)
         self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
     ) -> object:
         block_id = self._block_id(upload, number)
+        encoded = base64.b64encode(block_id.encode()).decode()
         await self._send(
             "upload_block",
             "PUT",
             path,
             {},
-            query=f"comp=block&blockid={quote(block_id, safe='')}",
+            query=f"comp=block&blockid={quote(encoded, safe='')}",
             body=body,
         )
         return block_id
