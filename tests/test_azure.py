@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import pickle
+import sys
+import types
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -455,3 +457,75 @@ async def test_lost_block_list_response_is_recovered_by_read_back(
 
 async def _list(storage: AzureStorage) -> list[str]:
     return [i.key async for i in storage.list()]
+
+
+# --- bearer tokens and DefaultAzureCredential ----------------------------------------------
+
+
+async def test_bearer_token_is_sent_on_both_request_paths() -> None:
+    """Azurite takes OAuth only over HTTPS, so a local server records what is sent."""
+    from aiohttp import web
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((request.query_string, request.headers.get("Authorization")))
+        if request.query.get("comp") == "list":
+            body = (
+                '<?xml version="1.0" encoding="utf-8"?><EnumerationResults>'
+                "<Blobs></Blobs><NextMarker/></EnumerationResults>"
+            )
+            return web.Response(body=body.encode(), content_type="application/xml")
+        return web.Response(body=b"data", headers={"ETag": '"e"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        storage = azure_storage(
+            account_name="acct",
+            container="box",
+            prefix="p",
+            access_token="the-token",
+            config={"endpoint": f"http://127.0.0.1:{port}/acct", "allow_http": "true"},
+        )
+        assert bytes((await storage.get("k")).data) == b"data"
+        assert [i.key async for i in storage.list()] == []
+        await storage.aclose()
+    finally:
+        await runner.cleanup()
+    assert [auth for _, auth in seen] == ["Bearer the-token", "Bearer the-token"]
+    assert "comp=list" in seen[1][0]
+
+
+class _FakeToken:
+    token = "identity-token"
+    expires_on = 4_000_000_000
+
+
+class _FakeDefaultAzureCredential:
+    scopes: ClassVar[list[str]] = []
+
+    def get_token(self, *scopes: str) -> _FakeToken:
+        self.scopes.extend(scopes)
+        return _FakeToken()
+
+
+def test_default_azure_credential_goes_through_the_refresher(
+    azure_isolated: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identity = types.ModuleType("azure.identity")
+    identity.DefaultAzureCredential = _FakeDefaultAzureCredential  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.identity", identity)
+    monkeypatch.setattr(_auth, "_identity", None)
+    credentials = _auth.env_credentials("acct", emulator=False)
+    assert isinstance(credentials, AzureCredentials.Refreshable)
+    assert credentials.get_credentials is _auth.default_azure_token
+    token = _auth.default_azure_token()
+    assert token.bearer == "identity-token"
+    assert token.expires_after == datetime.fromtimestamp(4_000_000_000, UTC)
+    assert _FakeDefaultAzureCredential.scopes == ["https://storage.azure.com/.default"]

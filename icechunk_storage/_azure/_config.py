@@ -44,7 +44,10 @@ CONFIG_KEYS: dict[str, str] = {
 }
 """Accepted ``config`` keys (object_store ``AzureConfigKey`` spellings) -> canonical name."""
 
-_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_ACCOUNT = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+"""Azure's own rule is 3-24 lowercase letters and digits; we accept any lowercase DNS label
+(so Icechunk's documentation example ``account="my-account-name"`` constructs) and let the
+service answer for names it does not know."""
 _CONTAINER = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}|\$root")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off", ""}
@@ -87,8 +90,8 @@ class AzureLocation:
 def validate_names(account: object, container: object) -> None:
     if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
         raise ConfigurationError(
-            f"account must be a storage account name (3-24 lowercase letters and digits), "
-            f"got {account!r}."
+            f"account must be a storage account name (lowercase letters and digits, e.g. "
+            f"'mystorageaccount'), got {account!r}."
         )
     if not isinstance(container, str) or not _CONTAINER.fullmatch(container):
         raise ConfigurationError(
