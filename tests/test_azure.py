@@ -529,3 +529,29 @@ def test_default_azure_credential_goes_through_the_refresher(
     assert token.bearer == "identity-token"
     assert token.expires_after == datetime.fromtimestamp(4_000_000_000, UTC)
     assert _FakeDefaultAzureCredential.scopes == ["https://storage.azure.com/.default"]
+
+
+async def test_lost_put_blob_response_is_recovered_by_read_back(
+    azurite: AzuriteServer, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry of a conditional Put Blob whose response was lost trips its own condition
+    (409 BlobAlreadyExists); the write id read back proves the write was ours."""
+    storage = _storage(azurite, container, access_key=AZURITE_KEY)
+    real = AzureStorage._put_object
+    calls = 0
+
+    async def lose_first_response(self: AzureStorage, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        result = await real(self, *args, **kwargs)
+        if calls == 1:
+            raise ConnectionLostError("the response was lost")
+        return result
+
+    monkeypatch.setattr(AzureStorage, "_put_object", lose_first_response)
+    version = await storage.put("once", b"1", mode="create")
+    assert calls == 2
+    assert (await storage.head("once")).version == version
+    with pytest.raises(AlreadyExistsError):  # somebody else's object is not taken for ours
+        await storage.put("once", b"2", mode="create")
+    await storage.aclose()
