@@ -59,6 +59,7 @@ from ._errors import (
     ThrottledError,
     TransientError,
 )
+from ._extras import MissingDependencyError
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
 from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
@@ -68,6 +69,9 @@ from ._repository import (
     BranchNotFoundError,
     CompressionConfig,
     ConflictError,
+    GCSummary,
+    MergeConflictError,
+    NotARepositoryError,
     ReadOnlySessionError,
     RefAlreadyExistsError,
     RefNotFoundError,
@@ -80,6 +84,7 @@ from ._repository import (
     RepositoryNotFoundError,
     RepoUpdateRetryConfig,
     Session,
+    SessionPickleError,
     SessionStateError,
     SessionStorage,
     SnapshotInfo,
@@ -130,6 +135,9 @@ __all__ = [
     "ConditionFailedError",
     "ConfigurationError",
     "ConflictError",
+    "GCSummary",
+    "MergeConflictError",
+    "NotARepositoryError",
     "ConnectionLostError",
     "CredentialsRefreshError",
     "DeleteResult",
@@ -140,6 +148,7 @@ __all__ = [
     "InstrumentedStorage",
     "InvalidKeyError",
     "LatencyStorage",
+    "MissingDependencyError",
     "LocalFileSystemStorage",
     "ListResult",
     "MemoryStorage",
@@ -172,6 +181,7 @@ __all__ = [
     "S3Storage",
     "ServerError",
     "Session",
+    "SessionPickleError",
     "SessionStateError",
     "SessionStorage",
     "SnapshotInfo",

@@ -1,33 +1,44 @@
 """``BaseStorage``: the Storage contract implemented once, over a few backend primitives.
 
 Writing a backend means subclassing BaseStorage and writing these primitives. They receive
-*paths* (the key already validated and joined to the prefix), make one request each, and
-translate native errors into the ``_errors`` tree (transient failures as TransientError, so
-the shared retry loop retries them):
+*paths* (the key already validated and joined to the prefix), make **one request each**, and
+translate native errors into the ``_errors`` tree (transient failures as TransientError).
+The base then applies every rule once, for every backend: the retry loop, the process-wide
+request limit, timeouts, the write-id read-back after a lost response, range splitting, and
+error context (``StorageError.operation`` and ``.key``, the user's key relative to the
+prefix). A failed page of a listing or part of an upload is retried alone.
 
-==============================  ===========================================================
-``_get_object(path, range)``    one GET; truncate a range past the end; RangeNotSatisfiable
-                                if it starts past the end (the base turns "starts exactly at
-                                the end" into an empty result)
-``_head_object(path)``          ObjectInfo with the key set to the path
-``_put_object(path, data,``     one atomic write; mode is "overwrite", "create" or a
-``mode, content_type, meta)``   VersionInfo; AlreadyExistsError / PreconditionFailedError
-``_copy_object(src, dst, v)``   server-side copy, conditional on the source's version
-``_list_objects(path_prefix)``  async iterator of ObjectInfo (key = path) under a prefix that
-                                is "" or ends with "/"
-``_delete_objects(paths)``      one batch; returns ({deleted path: size or None}, {path: why})
-``_describe()``                 location for repr, never a secret
-``_config_key()``               what equality compares
-==============================  ===========================================================
+==================================  ========================================================
+``_get_object(path, range)``        one GET; truncate a range past the end;
+                                    RangeNotSatisfiableError if it starts past the end (the
+                                    base turns "starts exactly at the end" into empty)
+``_head_object(path)``              ObjectInfo with the key set to the path
+``_put_object(path, data, mode,``   one atomic write; mode is "overwrite", "create" or a
+``content_type, metadata)``         VersionInfo; AlreadyExistsError / PreconditionFailedError
+``_copy_object(src, dst, v)``       server-side copy, conditional on the source's version
+``_list_page(prefix, delim, tok)``  one page of a listing: :class:`ListPage` (keys are
+                                    paths); ``prefix`` is "" or ends with "/"
+``_delete_objects(paths)``          one batch; returns ({deleted path: size or None},
+                                    {path: why})
+``_describe()``                     location for repr, never a secret
+``_config_key()``                   what equality compares
+==================================  ========================================================
 
 Optional primitives, with working defaults: ``_get_object_if_changed`` (default: HEAD then
-GET, racy), ``_read_into`` (default: GET then copy), ``_list_dir`` (default: from
-``_list_objects``), ``_get_objects`` (a batch of small reads in one go: set
-``_read_batch_size`` > 0), ``_aclose``, ``_reset_runtime`` (rebuild nothing eagerly: just
-forget live clients), ``_put_multipart`` (set ``_supports_multipart_upload``: writes of at
-least ``minimum_size_for_multipart_upload`` bytes go to it *outside* ``_call``, because it
-makes many requests, each of which it runs through ``_call`` itself; a primitive inside
-``_call`` that waited for more request slots could deadlock the request limit).
+GET, racy), ``_read_into`` (default: GET then copy; return the object's size when the
+response tells it, so split reads can check their parts agree), ``_get_objects`` (a batch of
+small reads in one go: set ``_read_batch_size`` > 0), ``_aclose``, ``_reset_runtime``
+(rebuild nothing eagerly: just forget live clients).
+
+Large writes in steps (set ``_supports_multipart_upload``; writes of at least
+``minimum_size_for_multipart_upload`` bytes use them): ``_multipart_start`` returns an
+upload handle, ``_multipart_part`` uploads one part and returns its receipt,
+``_multipart_complete`` applies the write's condition and returns the version,
+``_multipart_abort`` discards the upload. ``_multipart_ranges`` chooses the parts;
+``_multipart_concurrent_parts = False`` sends them one at a time, in order (GCS resumable
+uploads). The base runs each step through the retry loop, aborts on any failure, and turns
+a completion that finds its upload gone (``MultipartUploadVanishedError``: its first
+response was lost) into success when the object carries our write id.
 """
 
 from __future__ import annotations
@@ -35,26 +46,30 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
+import contextlib
 import copy
-import mmap
+import functools
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import attrs
 
+from ._buffers import allocate_buffer
 from ._errors import (
     ConditionFailedError,
     ConfigurationError,
+    MultipartUploadVanishedError,
     ObjectNotFoundError,
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
+    ResponseIntegrityError,
     RetriesExhaustedError,
     StorageError,
     StorageTimeoutError,
     TransientError,
 )
-from ._fetch import fetch_many, first_error
+from ._fetch import fetch_many, first_error, run_bounded
 from ._keys import join_key, normalize_list_prefix, normalize_prefix, strip_prefix, validate_key
 from ._limits import request_slots
 from ._observe import current_observer
@@ -63,6 +78,7 @@ from ._ranges import (
     OffsetByteRequest,
     RangeByteRequest,
     SuffixByteRequest,
+    split_for_multipart,
     split_range,
 )
 from ._retry import RetryPolicy, call_with_retries
@@ -79,8 +95,9 @@ from ._storage import (
     Storage,
     VersionInfo,
 )
+from ._transport import describe_range
 
-__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "WriteMode"]
+__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "ListPage", "WriteMode"]
 
 T = TypeVar("T")
 
@@ -91,19 +108,14 @@ WRITE_ID_METADATA_KEY = "icechunk_write_id"
 response (underscores because Azure refuses dashes; S3 lowercases keys)."""
 
 
-LAZY_ZEROED_BUFFER_MINIMUM = 1024 * 1024
+@attrs.frozen
+class ListPage:
+    """One page of a listing, as a backend returns it: keys are full paths, ``prefixes``
+    (only for a delimited listing) end with "/", ``next_token`` is None on the last page."""
 
-
-def allocate_buffer(size: int) -> memoryview:
-    """A writable buffer for a read in parts, without zero-filling it first.
-
-    ``bytearray(n)`` zero-fills every byte before the first request can start (about 0.45 ms
-    per MiB here, serial, before any byte arrives); an anonymous mmap is zeroed lazily by the
-    kernel as the parts land. Small buffers stay bytearrays.
-    """
-    if size < LAZY_ZEROED_BUFFER_MINIMUM:
-        return memoryview(bytearray(size))
-    return memoryview(mmap.mmap(-1, size))
+    objects: builtins.list[ObjectInfo]
+    prefixes: builtins.list[str] = attrs.field(factory=list)
+    next_token: str | None = None
 
 
 def check_byte_request(byte_range: object) -> None:
@@ -129,6 +141,7 @@ class BaseStorage(Storage):
     _delete_batch_concurrency: ClassVar[int] = 10
     _read_batch_size: ClassVar[int] = 0
     _supports_multipart_upload: ClassVar[bool] = False
+    _multipart_concurrent_parts: ClassVar[bool] = True
     _runtime_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
@@ -212,7 +225,8 @@ class BaseStorage(Storage):
 
     async def _call(self, operation: str, key: str, request: Callable[[], Awaitable[T]]) -> T:
         """Run one backend request under the request limit, with the shared retry policy,
-        within ``StorageTimeoutSettings.operation_timeout_ms`` (all attempts and backoff)."""
+        within ``StorageTimeoutSettings.operation_timeout_ms`` (all attempts and backoff).
+        Every StorageError that leaves carries ``operation`` and ``key`` (the user's key)."""
 
         async def attempt() -> T:
             async with request_slots():
@@ -222,19 +236,25 @@ class BaseStorage(Storage):
                 return await request()
 
         budget_ms = self.settings.timeouts.operation_timeout_ms if self.settings.timeouts else None
-        if budget_ms is None:
-            return await call_with_retries(operation, key, attempt, self._retry_policy)
-        deadline = asyncio.timeout(budget_ms / 1000)
         try:
-            async with deadline:
+            if budget_ms is None:
                 return await call_with_retries(operation, key, attempt, self._retry_policy)
-        except TimeoutError as exc:
-            if not deadline.expired():
-                raise
-            raise StorageTimeoutError(
-                f"{operation} of {key!r} did not complete within {budget_ms} ms "
-                "(StorageTimeoutSettings.operation_timeout_ms, retries included)."
-            ) from exc
+            deadline = asyncio.timeout(budget_ms / 1000)
+            try:
+                async with deadline:
+                    return await call_with_retries(operation, key, attempt, self._retry_policy)
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                raise StorageTimeoutError(
+                    f"{operation} of {key!r} did not complete within {budget_ms} ms "
+                    "(StorageTimeoutSettings.operation_timeout_ms, retries included)."
+                ) from exc
+        except StorageError as exc:
+            if exc.operation is None:
+                exc.operation = operation
+            exc.key = key
+            raise
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -278,12 +298,15 @@ class BaseStorage(Storage):
         byte_range: RangeByteRequest,
         parts: builtins.list[tuple[int, int]],
     ) -> GetResult:
-        """Read parts concurrently straight into one buffer; retry if the object changed."""
-        for _ in range(self._retry_policy.max_tries):
+        """Read parts concurrently straight into one buffer; read again if the object
+        changed between parts or the parts disagree (never a torn or short result)."""
+        attempts = self._retry_policy.max_tries
+        for _ in range(attempts):
             result = await self._read_parts_once(key, path, byte_range, parts)
-            if result is not None:
+            if isinstance(result, GetResult):
                 return result
-        raise TransientError(f"{key!r} changed while it was being read in parts, on every attempt.")
+            last = result
+        raise RetriesExhaustedError("get", key, attempts, last) from last
 
     async def _read_parts_once(
         self,
@@ -291,11 +314,13 @@ class BaseStorage(Storage):
         path: str,
         byte_range: RangeByteRequest,
         parts: builtins.list[tuple[int, int]],
-    ) -> GetResult | None:
-        """One concurrent read of every part; None if the parts saw different versions."""
+    ) -> GetResult | TransientError:
+        """One concurrent read of every part; an error (to retry) if they do not agree."""
         buffer = allocate_buffer(byte_range.length)
         view = buffer  # each part writes through its own slice of it
-        outcomes: builtins.list[tuple[VersionInfo | None, int]] = [(None, 0)] * len(parts)
+        outcomes: builtins.list[tuple[VersionInfo | None, int, int | None]] = [
+            (None, 0, None)
+        ] * len(parts)
 
         async def read_part(index: int, start: int, end: int) -> None:
             target = view[start - byte_range.start : end - byte_range.start]
@@ -304,7 +329,7 @@ class BaseStorage(Storage):
                     "get", key, lambda: self._read_into(path, start, target)
                 )
             except RangeNotSatisfiableError:
-                outcomes[index] = (None, 0)  # this part starts past the end
+                outcomes[index] = (None, 0, None)  # this part starts past the end
             finally:
                 target.release()
 
@@ -313,17 +338,18 @@ class BaseStorage(Storage):
                 for index, (start, end) in enumerate(parts):
                     group.create_task(read_part(index, start, end))
         except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        versions = {version for version, _ in outcomes if version is not None}
+            raise (error := first_error(group_error)) from error.__cause__
+        versions = {version for version, _, _ in outcomes if version is not None}
         if len(versions) > 1:
-            return None
+            return TransientError(f"{key!r} changed while it was being read in parts.")
         if not versions:
             return await self._empty_or_raise(key, byte_range)
-        total = 0
-        for (start, end), (_, read) in zip(parts, outcomes, strict=True):
-            total += read
-            if read < end - start:
-                break
+        problem = _parts_problem(byte_range, parts, outcomes)
+        if problem is not None:
+            return ResponseIntegrityError(
+                f"get of {key!r} ({describe_range(byte_range)}): {problem}"
+            )
+        total = sum(read for _, read, _ in outcomes)
         return GetResult(buffer if total == len(buffer) else buffer[:total], versions.pop())
 
     async def get_if_changed(self, key: str, version: VersionInfo) -> GetResult | None:
@@ -397,17 +423,20 @@ class BaseStorage(Storage):
         user_metadata = dict(metadata or {}) if settings.use_metadata else {}
         if not settings.use_metadata:
             content_type = None
+        in_parts = (
+            self._supports_multipart_upload
+            and len(data) >= settings.effective_minimum_size_for_multipart_upload
+        )
         write_id = None
-        if write_mode != "overwrite" and settings.use_metadata:
+        if (write_mode != "overwrite" or in_parts) and settings.use_metadata:
+            # Every conditional write, and every upload in parts (whose completion can be
+            # lost too), carries a write id to recognise it after a lost response.
             write_id = uuid.uuid4().hex
             user_metadata[WRITE_ID_METADATA_KEY] = write_id
         try:
-            if (
-                self._supports_multipart_upload
-                and len(data) >= settings.effective_minimum_size_for_multipart_upload
-            ):
-                return await self._put_multipart(
-                    path, data, write_mode, content_type, user_metadata
+            if in_parts:
+                return await self._put_in_parts(
+                    key, path, data, write_mode, content_type, user_metadata
                 )
             return await self._call(
                 "put",
@@ -421,6 +450,65 @@ class BaseStorage(Storage):
             if version is None:
                 raise
             return version
+
+    async def _put_in_parts(
+        self,
+        key: str,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+    ) -> VersionInfo:
+        """Start, parts, complete: each step one request through ``_call``; any failure
+        aborts the upload, so none is left behind."""
+        upload = await self._call(
+            "put", key, lambda: self._multipart_start(path, mode, content_type, metadata)
+        )
+        try:
+            view = memoryview(data).cast("B")
+            ranges = self._multipart_ranges(len(view))
+            receipts: builtins.list[object] = [None] * len(ranges)
+
+            async def send(index: int) -> None:
+                start, end = ranges[index]
+                receipts[index] = await self._call(
+                    "put",
+                    key,
+                    lambda: self._multipart_part(
+                        path, upload, index + 1, start, view[start:end], len(view)
+                    ),
+                )
+
+            if self._multipart_concurrent_parts:
+                max_parts, _ = self.settings.effective_concurrency
+                await run_bounded(range(len(ranges)), send, max_parts)
+            else:
+                for index in range(len(ranges)):
+                    await send(index)
+            return await self._call(
+                "put",
+                key,
+                lambda: self._multipart_complete(
+                    path, upload, receipts, mode, content_type, metadata
+                ),
+            )
+        except MultipartUploadVanishedError:
+            write_id = metadata.get(WRITE_ID_METADATA_KEY)
+            if write_id is not None:
+                version = await self._readback(path, write_id)
+                if version is not None:
+                    return version
+            await asyncio.shield(self._abort_upload(key, path, upload))
+            raise
+        except BaseException:
+            await asyncio.shield(self._abort_upload(key, path, upload))
+            raise
+
+    async def _abort_upload(self, key: str, path: str, upload: str) -> None:
+        """Best effort: a failed abort leaves an upload that a lifecycle rule must clean."""
+        with contextlib.suppress(StorageError):
+            await self._call("abort_upload", key, lambda: self._multipart_abort(path, upload))
 
     async def _readback(self, path: str, write_id: str) -> VersionInfo | None:
         """After a failed condition or a lost response: is the object there our own write?
@@ -498,7 +586,7 @@ class BaseStorage(Storage):
                 if batch:
                     group.create_task(delete_batch(batch))
         except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
+            raise (error := first_error(group_error)) from error.__cause__
         return sum(results, DeleteResult())
 
     # --- listing ---------------------------------------------------------------------------
@@ -512,17 +600,39 @@ class BaseStorage(Storage):
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         path_prefix = self._list_path_prefix(prefix)
         cut = len(self._prefix) + 1 if self._prefix else 0
-        async for info in self._list_objects(path_prefix):
-            yield attrs.evolve(info, key=info.key[cut:])
+        async for page in self._pages(prefix, path_prefix, None):
+            for info in page.objects:
+                yield attrs.evolve(info, key=info.key[cut:])
 
     async def list_dir(self, prefix: str = "") -> ListResult:
         path_prefix = self._list_path_prefix(prefix)
-        listed = await self._call("list", prefix, lambda: self._list_dir(path_prefix))
         cut = len(self._prefix) + 1 if self._prefix else 0
-        return ListResult(
-            objects=[attrs.evolve(info, key=info.key[cut:]) for info in listed.objects],
-            prefixes=[p[cut:] for p in listed.prefixes],
-        )
+        objects: builtins.list[ObjectInfo] = []
+        prefixes: builtins.list[str] = []
+        async for page in self._pages(prefix, path_prefix, "/"):
+            objects.extend(attrs.evolve(info, key=info.key[cut:]) for info in page.objects)
+            prefixes.extend(p[cut:] for p in page.prefixes)
+        return ListResult(objects=objects, prefixes=sorted(set(prefixes)))
+
+    async def _pages(
+        self, prefix: str, path_prefix: str, delimiter: str | None
+    ) -> AsyncIterator[ListPage]:
+        """Every page of a listing, each one request through ``_call`` (retried alone)."""
+        token: str | None = None
+        while True:
+            page = await self._call(
+                "list",
+                prefix,
+                functools.partial(self._list_page, path_prefix, delimiter, token),
+            )
+            yield page
+            if page.next_token is None:
+                return
+            if page.next_token == token:
+                raise StorageError(
+                    f"list of {prefix!r}: the server returned the same page token twice."
+                )
+            token = page.next_token
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -579,7 +689,9 @@ class BaseStorage(Storage):
     ) -> VersionInfo: ...
 
     @abc.abstractmethod
-    def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]: ...
+    async def _list_page(
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage: ...
 
     @abc.abstractmethod
     async def _delete_objects(
@@ -599,25 +711,15 @@ class BaseStorage(Storage):
             return None
         return await self._get_object(path, None)
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
-        """Read ``len(out)`` bytes from ``start`` into ``out``; return version, bytes read."""
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
+        """Read ``len(out)`` bytes from ``start`` into ``out``; return the version, the
+        bytes read, and the object's size if the response told it (None: unknown)."""
         result = await self._get_object(path, RangeByteRequest(start, start + len(out)))
         read = len(result.data)
         out[:read] = result.data
-        return result.version, read
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        """Default: derive one level from the recursive listing."""
-        objects: list[ObjectInfo] = []
-        prefixes: set[str] = set()
-        async for info in self._list_objects(path_prefix):
-            rest = info.key[len(path_prefix) :]
-            head, sep, _ = rest.partition("/")
-            if sep:
-                prefixes.add(path_prefix + head + "/")
-            else:
-                objects.append(info)
-        return ListResult(objects=objects, prefixes=sorted(prefixes))
+        return result.version, read, None
 
     async def _get_objects(
         self, requests: builtins.list[tuple[str, ByteRequest | None]]
@@ -625,16 +727,38 @@ class BaseStorage(Storage):
         """Batch primitive for backends with ``_read_batch_size > 0``; errors per item."""
         raise NotImplementedError
 
-    async def _put_multipart(
+    def _multipart_ranges(self, size: int) -> builtins.list[tuple[int, int]]:
+        """The parts of an upload in parts: equal but the last, sized by the settings."""
+        max_parts, ideal = self.settings.effective_concurrency
+        return split_for_multipart(size, ideal, max_parts)
+
+    async def _multipart_start(
+        self, path: str, mode: WriteMode, content_type: str | None, metadata: Mapping[str, str]
+    ) -> str:
+        """Begin an upload in parts; return its handle."""
+        raise NotImplementedError
+
+    async def _multipart_part(
+        self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
+    ) -> object:
+        """Upload part ``number`` (from 1), the bytes at ``start``; return its receipt."""
+        raise NotImplementedError
+
+    async def _multipart_complete(
         self,
         path: str,
-        data: Data,
+        upload: str,
+        parts: builtins.list[object],
         mode: WriteMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
-        """A large write in many requests, each through ``_call``; same contract as
-        ``_put_object``. Only called when ``_supports_multipart_upload`` is True."""
+        """Finish the upload under the write's condition; MultipartUploadVanishedError if
+        the upload is gone."""
+        raise NotImplementedError
+
+    async def _multipart_abort(self, path: str, upload: str) -> None:
+        """Discard the upload and its parts."""
         raise NotImplementedError
 
     async def _aclose(self) -> None:
@@ -642,6 +766,35 @@ class BaseStorage(Storage):
 
     def _reset_runtime(self) -> None:
         """Forget live clients and tasks (after unpickling or ``with_settings``)."""
+
+
+def _parts_problem(
+    byte_range: RangeByteRequest,
+    parts: builtins.list[tuple[int, int]],
+    outcomes: builtins.list[tuple[VersionInfo | None, int, int | None]],
+) -> str | None:
+    """Why the parts of one read do not make one contiguous result, or None if they do.
+
+    Every part must hold all it asked for, up to the object's end: a part shorter than
+    asked while the object goes on is an error, never the end of the result.
+    """
+    totals = {total for _, _, total in outcomes if total is not None}
+    if len(totals) > 1:
+        return f"the parts disagree on the object's size ({sorted(totals)})"
+    end_of_object = totals.pop() if totals else None
+    ended = False
+    for (start, end), (_, read, _) in zip(parts, outcomes, strict=True):
+        wanted = end - start
+        if end_of_object is not None:
+            wanted = max(0, min(end, end_of_object) - start)
+        elif ended:
+            wanted = 0
+        if read != wanted:
+            if end_of_object is None and not ended and read < wanted:
+                ended = True  # unknown size: a short part is the end, if all after are empty
+                continue
+            return f"the part at bytes {start}-{end - 1} returned {read} bytes, expected {wanted}"
+    return None
 
 
 async def _aiter(

@@ -136,11 +136,6 @@ def _path(value: str | os.PathLike[str]) -> str:
     return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
-def _secret() -> Any:
-    """A required secret string: validated, masked in repr."""
-    return attrs.field(validator=_non_empty_str, repr=_masked)
-
-
 def callable_name(fn: object) -> str:
     """A callback's qualified name for messages and reprs; never its repr, which may hold
     secrets (a partial's arguments, an instance's attributes)."""
@@ -223,8 +218,8 @@ class RefreshableCredentials(Generic[C]):
 class S3StaticCredentials:
     """A fixed S3 key pair, with optional session token and expiry (None: never expires)."""
 
-    access_key_id: str = _secret()
-    secret_access_key: str = _secret()
+    access_key_id: str = attrs.field(validator=_non_empty_str, repr=_masked)
+    secret_access_key: str = attrs.field(validator=_non_empty_str, repr=_masked)
     session_token: str | None = attrs.field(
         default=None, validator=_optional_non_empty_str, repr=_masked
     )
@@ -269,7 +264,7 @@ AnyS3Credential: TypeAlias = (
 class GcsBearerCredential:
     """An OAuth2 bearer token for GCS, with optional expiry (None: never expires)."""
 
-    bearer: str = _secret()
+    bearer: str = attrs.field(validator=_non_empty_str, repr=_masked)
     expires_after: datetime | None = attrs.field(default=None, converter=_utc, kw_only=True)
 
 
@@ -286,7 +281,7 @@ class GcsStaticCredentials:
     class ServiceAccountKey:
         """The service-account JSON itself (a secret)."""
 
-        key: str = _secret()
+        key: str = attrs.field(validator=_non_empty_str, repr=_masked)
 
     @attrs.frozen
     class ApplicationCredentials:
@@ -298,7 +293,7 @@ class GcsStaticCredentials:
     class BearerToken:
         """A bearer token that is used as is and never refreshed."""
 
-        token: str = _secret()
+        token: str = attrs.field(validator=_non_empty_str, repr=_masked)
 
 
 AnyGcsStaticCredential: TypeAlias = (
@@ -349,15 +344,15 @@ class AzureStaticCredentials:
 
     @attrs.frozen
     class AccessKey:
-        key: str = _secret()
+        key: str = attrs.field(validator=_non_empty_str, repr=_masked)
 
     @attrs.frozen
     class SasToken:
-        token: str = _secret()
+        token: str = attrs.field(validator=_non_empty_str, repr=_masked)
 
     @attrs.frozen
     class BearerToken:
-        token: str = _secret()
+        token: str = attrs.field(validator=_non_empty_str, repr=_masked)
 
 
 AnyAzureStaticCredential: TypeAlias = (
@@ -372,17 +367,17 @@ class AzureRefreshableCredential:
 
     @attrs.frozen
     class AccessKey:
-        key: str = _secret()
+        key: str = attrs.field(validator=_non_empty_str, repr=_masked)
         expires_after: datetime | None = attrs.field(default=None, converter=_utc, kw_only=True)
 
     @attrs.frozen
     class SasToken:
-        token: str = _secret()
+        token: str = attrs.field(validator=_non_empty_str, repr=_masked)
         expires_after: datetime | None = attrs.field(default=None, converter=_utc, kw_only=True)
 
     @attrs.frozen
     class BearerToken:
-        bearer: str = _secret()
+        bearer: str = attrs.field(validator=_non_empty_str, repr=_masked)
         expires_after: datetime | None = attrs.field(default=None, converter=_utc, kw_only=True)
 
 

@@ -7,6 +7,7 @@ The tree, and who has to act on each::
     ├── ConditionFailedError            a conditional write or copy met another version
     │   ├── AlreadyExistsError          also FileExistsError: put(mode="create") found an object
     │   └── PreconditionFailedError     put/copy at version V: the object is no longer at V
+    ├── MultipartUploadVanishedError    an upload in parts was gone at completion (read back)
     ├── RangeNotSatisfiableError        also ValueError: the byte range starts past the end
     ├── InvalidKeyError                 also ValueError: absolute, "..", control characters
     ├── ConfigurationError              also ValueError: bad settings or constructor arguments
@@ -14,10 +15,13 @@ The tree, and who has to act on each::
     ├── PermissionDeniedError           also PermissionError: the credentials lack a right
     ├── AuthenticationError             the credentials were rejected
     │   └── CredentialsRefreshError     the user's get_credentials callback failed
+    ├── TLSVerificationError            the server's certificate failed verification
     ├── TransientError                  safe to retry; the retry loop catches only these
     │   ├── ThrottledError              429, 503 SlowDown
-    │   ├── StorageTimeoutError         also TimeoutError
+    │   ├── StorageTimeoutError         also TimeoutError: a stall, or past the deadline
     │   ├── ConnectionLostError         reset, refused, body cut short
+    │   │   └── ProtocolError           the response broke HTTP/1.1 framing
+    │   ├── ResponseIntegrityError      wrong range, short part, bytes not asked for
     │   └── ServerError                 500, 502, 504 ...
     └── RetriesExhaustedError           a transient failure outlived the retry budget
 
@@ -36,22 +40,33 @@ __all__ = [
     "ConnectionLostError",
     "CredentialsRefreshError",
     "InvalidKeyError",
+    "MultipartUploadVanishedError",
     "ObjectNotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
+    "ProtocolError",
     "RangeNotSatisfiableError",
     "ReadOnlyStorageError",
+    "ResponseIntegrityError",
     "RetriesExhaustedError",
     "ServerError",
     "StorageError",
     "StorageTimeoutError",
+    "TLSVerificationError",
     "ThrottledError",
     "TransientError",
 ]
 
 
 class StorageError(Exception):
-    """Base class of every error raised by icechunk_storage."""
+    """Base class of every error raised by icechunk_storage.
+
+    ``operation`` ("get", "put", "list" ...) and ``key`` (the user's key, relative to the
+    storage's prefix) say what failed; they are set for every error a storage operation
+    raises, and None for errors raised before any operation (bad arguments)."""
+
+    operation: str | None = None
+    key: str | None = None
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):
@@ -95,6 +110,12 @@ class PreconditionFailedError(ConditionFailedError):
         )
 
 
+class MultipartUploadVanishedError(StorageError):
+    """Completing an upload in parts found no upload: the shape of a completion whose first
+    response was lost (the retry finds it already completed). Only a read-back of our own
+    write id turns it into success."""
+
+
 class RangeNotSatisfiableError(StorageError, ValueError):
     """The byte range starts past the end of the object."""
 
@@ -123,6 +144,11 @@ class CredentialsRefreshError(AuthenticationError):
     """The user's ``get_credentials`` callback failed and no valid credential is left."""
 
 
+class TLSVerificationError(StorageError):
+    """The server's TLS certificate failed verification. Not retried: fix the endpoint, or
+    point ``AWS_CA_BUNDLE`` / ``SSL_CERT_FILE`` at the right CA bundle."""
+
+
 class TransientError(StorageError):
     """A failure that may succeed when retried. Only these are retried."""
 
@@ -139,6 +165,17 @@ class ConnectionLostError(TransientError):
     """The connection failed: refused, reset, or the body was cut short."""
 
 
+class ProtocolError(ConnectionLostError):
+    """The response broke HTTP/1.1 framing (bad status line, header, chunk size ...).
+
+    Retried on a new connection: a stale or confused intermediary is the usual cause."""
+
+
+class ResponseIntegrityError(TransientError):
+    """A response did not match its request: another byte range, a short or long body, a
+    partial response to a request for the whole object. Retried; never returned as data."""
+
+
 class ServerError(TransientError):
     """The server failed (500, 502, 504 ...)."""
 
@@ -146,13 +183,15 @@ class ServerError(TransientError):
 class RetriesExhaustedError(StorageError):
     """A transient failure persisted through every attempt the retry settings allow.
 
-    ``attempts`` is the number of attempts made; the last failure is chained as ``__cause__``.
+    ``attempts`` is the number of attempts made; ``last_error`` the last failure, also chained
+    as ``__cause__``.
     """
 
     def __init__(self, operation: str, key: str, attempts: int, last: BaseException) -> None:
         self.operation = operation
         self.key = key
         self.attempts = attempts
+        self.last_error = last
         super().__init__(
             f"{operation} of {key!r} failed after {attempts} attempts; last error: {last}. "
             "Raise StorageRetriesSettings.max_tries to try longer."

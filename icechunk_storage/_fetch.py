@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ._backend import BaseStorage
     from ._storage import GetResult, ReadData
 
-__all__ = ["fetch_many", "first_error", "run_bounded"]
+__all__ = ["check_requests", "fetch_many", "first_error", "run_bounded"]
 
 T = TypeVar("T")
 
@@ -62,7 +62,25 @@ async def run_bounded(
             for _ in range(max(1, max_workers)):
                 group.create_task(worker())
     except BaseExceptionGroup as group_error:
-        raise first_error(group_error) from None
+        raise (error := first_error(group_error)) from error.__cause__
+
+
+def check_requests(requests: Sequence[tuple[str, ByteRequest | None]]) -> None:
+    """Refuse anything but valid ``(key, byte_range)`` pairs, before any I/O.
+
+    A bare key would otherwise unpack as characters: ``"ab"`` as key ``a``, range ``b``.
+    """
+    from ._backend import check_byte_request
+
+    for index, item in enumerate(requests):
+        if not isinstance(item, tuple | list) or len(item) != 2:
+            raise TypeError(
+                f"get_many() expects (key, byte_range) pairs, e.g. [('a/c/0', None)]; item "
+                f"{index} is {type(item).__name__} {item!r}. Pass (key, None) to read a whole "
+                "object."
+            )
+        validate_key(item[0])
+        check_byte_request(item[1])
 
 
 async def fetch_many(
@@ -79,17 +97,13 @@ async def fetch_many(
         or max_concurrency < 1
     ):
         raise ConfigurationError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}.")
-    from ._backend import check_byte_request
-
     listed: Sequence[tuple[str, ByteRequest | None]] = (
         requests if isinstance(requests, Sequence) else list(requests)
     )
     results: list[ReadData | None] = [None] * len(listed)
     if not listed:
         return results
-    for key, byte_range in listed:
-        validate_key(key)
-        check_byte_request(byte_range)
+    check_requests(listed)
 
     batch_size = storage._read_batch_size
     _, ideal = storage.settings.effective_concurrency

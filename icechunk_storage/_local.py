@@ -19,8 +19,14 @@
   Keys cannot leave the root (the shared key rules refuse absolute keys and ``..``); the
   top-level ``.icechunk-storage`` directory is reserved. Symbolic links placed inside the root
   by whoever controls it are followed.
-* User metadata and content types are not kept (Icechunk's local storage does not keep them
-  either), so ``unsafe_use_metadata`` defaults to False here.
+* **Content type and user metadata are kept**, in extended attributes of the file
+  (``user.icechunk.content_type``, ``user.icechunk.metadata`` as JSON). They are set on the
+  temporary file before it is renamed in, so they change atomically with the bytes, and
+  ``copy`` carries them like S3's CopyObject. Icechunk's local storage drops them silently;
+  a sidecar file could not be replaced atomically with the object. On a filesystem without
+  user xattrs a write that carries them is refused with a ConfigurationError naming
+  ``StorageSettings(unsafe_use_metadata=False)``, which drops them on purpose (the write id
+  stamped on conditional writes is then skipped: a local write never loses its response).
 """
 
 from __future__ import annotations
@@ -29,16 +35,17 @@ import asyncio
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
-from ._backend import BaseStorage, WriteMode
+from ._backend import WRITE_ID_METADATA_KEY, BaseStorage, ListPage, WriteMode
 from ._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -51,7 +58,7 @@ from ._errors import (
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
-from ._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from ._storage import Data, GetResult, ObjectInfo, VersionInfo
 
 __all__ = ["LocalFileSystemStorage", "local_filesystem_storage"]
 
@@ -59,6 +66,10 @@ T = TypeVar("T")
 
 RESERVED = ".icechunk-storage"
 """Top-level directory for temporary files and locks; never listed, never a key."""
+
+CONTENT_TYPE_XATTR = "user.icechunk.content_type"
+METADATA_XATTR = "user.icechunk.metadata"
+_NO_XATTR_SUPPORT = {errno.ENOTSUP, errno.EOPNOTSUPP}
 
 _POOL_SIZE = 8
 _pool: ThreadPoolExecutor | None = None
@@ -93,13 +104,72 @@ def _version(stat: os.stat_result) -> VersionInfo:
     return VersionInfo(etag=f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"')
 
 
-def _info(path: str, stat: os.stat_result) -> ObjectInfo:
+def _info(
+    path: str,
+    stat: os.stat_result,
+    content_type: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> ObjectInfo:
     return ObjectInfo(
         key=path,
         size=stat.st_size,
         last_modified=datetime.fromtimestamp(stat.st_mtime_ns / 1e9, UTC),
         version=_version(stat),
+        content_type=content_type,
+        metadata=dict(metadata or {}),
     )
+
+
+def _get_xattr(target: int | str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(target, name)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, *_NO_XATTR_SUPPORT):
+            return None
+        raise
+
+
+def _read_attributes(target: int | str) -> tuple[str | None, dict[str, str]]:
+    """The content type and user metadata kept with a file (see the module docstring)."""
+    content_type = _get_xattr(target, CONTENT_TYPE_XATTR)
+    metadata = _get_xattr(target, METADATA_XATTR)
+    return (
+        None if content_type is None else content_type.decode(),
+        {} if metadata is None else dict(json.loads(metadata)),
+    )
+
+
+def _write_attributes(
+    fd: int, content_type: str | None, metadata: Mapping[str, str], root: str
+) -> None:
+    attributes = []
+    if content_type is not None:
+        attributes.append((CONTENT_TYPE_XATTR, content_type.encode()))
+    if metadata:
+        attributes.append((METADATA_XATTR, json.dumps(dict(metadata)).encode()))
+    for name, value in attributes:
+        try:
+            os.setxattr(fd, name, value)
+        except OSError as exc:
+            if (
+                exc.errno in _NO_XATTR_SUPPORT
+                and content_type is None
+                and (set(metadata) <= {WRITE_ID_METADATA_KEY})
+            ):
+                return  # only our write id: a local write never needs it to recover
+            if exc.errno in _NO_XATTR_SUPPORT:
+                raise ConfigurationError(
+                    f"The filesystem under {root!r} does not support extended attributes, "
+                    "where the local storage keeps content_type and metadata; pass "
+                    "StorageSettings(unsafe_use_metadata=False) to drop them instead."
+                ) from None
+            if exc.errno in (errno.E2BIG, errno.ENOSPC, errno.ERANGE):
+                raise ConfigurationError(
+                    f"content_type and metadata are too large to keep with the file under "
+                    f"{root!r} ({len(value)} bytes for {name}; the filesystem's limit is "
+                    "typically a few KiB, as S3's is 2 KiB)."
+                ) from None
+            raise
 
 
 def _open_for_read(file: str, path: str) -> int:
@@ -148,7 +218,9 @@ def _read_many(
     return results
 
 
-def _read_into(file: str, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+def _read_into(
+    file: str, path: str, start: int, out: memoryview
+) -> tuple[VersionInfo, int, int | None]:
     fd = _open_for_read(file, path)
     try:
         stat = os.fstat(fd)
@@ -159,7 +231,7 @@ def _read_into(file: str, path: str, start: int, out: memoryview) -> tuple[Versi
             if read == 0:
                 break
             done += read
-        return _version(stat), done
+        return _version(stat), done, stat.st_size
     finally:
         os.close(fd)
 
@@ -182,7 +254,7 @@ def _head(file: str, path: str) -> ObjectInfo:
         raise ObjectNotFoundError(path) from None
     if not _is_file(stat):
         raise ObjectNotFoundError(path)
-    return _info(path, stat)
+    return _info(path, stat, *_read_attributes(file))
 
 
 def _is_file(stat: os.stat_result) -> bool:
@@ -201,8 +273,15 @@ class _Root:
             raise InvalidKeyError(f"Keys under {RESERVED!r} are reserved by the local storage.")
         return os.path.join(self.root, *path.split("/"))
 
-    def _temporary(self, data: Data, not_before_ns: int) -> str:
-        """Write ``data`` to a fsynced temporary file with a fresh, later mtime."""
+    def _temporary(
+        self,
+        data: Data,
+        not_before_ns: int,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write ``data`` and its attributes to a fsynced temporary file with a fresh, later
+        mtime."""
         directory = os.path.join(self.reserved, "tmp")
         os.makedirs(directory, exist_ok=True)
         temporary = os.path.join(directory, uuid.uuid4().hex)
@@ -211,6 +290,7 @@ class _Root:
             view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view) :]
+            _write_attributes(fd, content_type, metadata or {}, self.root)
             os.fsync(fd)
             stamp = max(time.time_ns(), not_before_ns + 1)
             os.utime(fd, ns=(stamp, stamp))
@@ -247,9 +327,16 @@ class _Root:
                 if attempt == 4:
                     raise
 
-    def put(self, path: str, data: Data, mode: WriteMode) -> VersionInfo:
+    def put(
+        self,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
         file = self.file(path)
-        temporary = self._temporary(data, self._mtime_ns(file))
+        temporary = self._temporary(data, self._mtime_ns(file), content_type, metadata)
         try:
             if mode == "overwrite":
                 self._place(temporary, file, exclusive=False)
@@ -282,9 +369,10 @@ class _Root:
             if version is not None and _version(stat) != version:
                 raise PreconditionFailedError(source, version)
             data = _pread_all(fd, stat.st_size, 0)
+            content_type, metadata = _read_attributes(fd)
         finally:
             os.close(fd)
-        return self.put(destination, data, "overwrite")
+        return self.put(destination, data, "overwrite", content_type, metadata)
 
     def _locked(self, path: str) -> _FileLock:
         name = hashlib.sha256(path.encode()).hexdigest()
@@ -370,7 +458,7 @@ class LocalFileSystemStorage(BaseStorage):
         return self._files.root
 
     def default_settings(self) -> StorageSettings:
-        return LOCAL_DEFAULTS.merge(StorageSettings(unsafe_use_metadata=False))
+        return LOCAL_DEFAULTS
 
     def _describe(self) -> str:
         return f"file://{self._files.root}"
@@ -387,7 +475,9 @@ class LocalFileSystemStorage(BaseStorage):
         items = [(self._files.file(path), path, byte_range) for path, byte_range in requests]
         return await _run(_read_many, items)
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         return await _run(_read_into, self._files.file(path), path, start, out)
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
@@ -405,7 +495,7 @@ class LocalFileSystemStorage(BaseStorage):
         metadata: Mapping[str, str],
     ) -> VersionInfo:
         self._files.file(path)  # refuse reserved keys before any I/O
-        return await _run(self._files.put, path, data, mode)
+        return await _run(self._files.put, path, data, mode, content_type, metadata)
 
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None
@@ -413,17 +503,17 @@ class LocalFileSystemStorage(BaseStorage):
         self._files.file(destination)
         return await _run(self._files.copy, source, destination, version)
 
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        pending = [path_prefix]
-        while pending:
-            objects, prefixes = await _run(self._files.scan, pending.pop())
-            for info in objects:
-                yield info
-            pending.extend(prefixes)
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects, prefixes = await _run(self._files.scan, path_prefix)
-        return ListResult(objects=objects, prefixes=sorted(prefixes))
+    async def _list_page(
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
+        """One directory per page. A recursive listing's token is the queue of directories
+        still to scan (paths never hold a line break: keys refuse control characters)."""
+        pending = token.split("\n") if token is not None else [path_prefix]
+        objects, prefixes = await _run(self._files.scan, pending.pop())
+        if delimiter is not None:
+            return ListPage(objects=objects, prefixes=sorted(prefixes))
+        pending.extend(prefixes)
+        return ListPage(objects=objects, next_token="\n".join(pending) if pending else None)
 
     async def _delete_objects(
         self, paths: list[str]

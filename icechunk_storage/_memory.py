@@ -8,13 +8,13 @@ had then; copies do not share later writes (dask workers each get their own copy
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
 
 import attrs
 
-from ._backend import BaseStorage, WriteMode
+from ._backend import BaseStorage, ListPage, WriteMode
 from ._errors import (
     AlreadyExistsError,
     ObjectNotFoundError,
@@ -156,14 +156,22 @@ class MemoryStorage(BaseStorage):
         )
         return new_version
 
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        matching = [
-            entry.info(path)
-            for path, entry in self._objects.items()
-            if path.startswith(path_prefix)
-        ]
-        for info in matching:
-            yield info
+    async def _list_page(
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
+        """The whole listing is one page: it is already in memory."""
+        objects: list[ObjectInfo] = []
+        prefixes: set[str] = set()
+        for path, entry in self._objects.items():
+            if not path.startswith(path_prefix):
+                continue
+            if delimiter is not None:
+                head, sep, _ = path[len(path_prefix) :].partition(delimiter)
+                if sep:
+                    prefixes.add(path_prefix + head + delimiter)
+                    continue
+            objects.append(entry.info(path))
+        return ListPage(objects=objects, prefixes=sorted(prefixes))
 
     async def _delete_objects(
         self, paths: list[str]

@@ -10,6 +10,7 @@ from ._errors import RangeNotSatisfiableError
 
 __all__ = [
     "ByteRequest",
+    "coalesce_ranges",
     "resolve_range",
     "OffsetByteRequest",
     "RangeByteRequest",
@@ -123,3 +124,27 @@ def resolve_range(byte_range: ByteRequest | None, size: int) -> tuple[int, int]:
             f"({size} bytes)."
         )
     return start, max(start, end)
+
+
+def coalesce_ranges(
+    ranges: list[tuple[int, int]], max_gap: int, max_size: int
+) -> list[tuple[int, int, list[int]]]:
+    """Merge nearby ``(start, end)`` ranges of one object into fewer reads.
+
+    Returns ``(start, end, indices)`` per merged read, ``indices`` pointing into ``ranges``.
+    Ranges merge, in order of start, while the gap to the merged read's end is at most
+    ``max_gap`` and the merged read stays at most ``max_size`` bytes: zarr's policy for
+    ``Store.get_ranges`` (``max_gap_bytes``, ``max_coalesced_bytes``). A single range larger
+    than ``max_size`` is read alone, whole.
+    """
+    merged: list[tuple[int, int, list[int]]] = []
+    for index in sorted(range(len(ranges)), key=lambda i: ranges[i][0]):
+        start, end = ranges[index]
+        if merged:
+            first, last, members = merged[-1]
+            if start - last <= max_gap and max(last, end) - first <= max_size:
+                members.append(index)
+                merged[-1] = (first, max(last, end), members)
+                continue
+        merged.append((start, end, [index]))
+    return merged

@@ -30,27 +30,46 @@ Listing semantics
 Version compatibility
     ``supports_partial_writes`` (False) and ``set_partial_values`` (NotImplementedError) are
     both defined: they are abstract in zarr 3.0.x-3.1.2 and concrete or gone from 3.1.3.
-    The optional sync protocols (``get_sync`` ...) are not implemented: every storage here is
-    async, and a sync twin would only bounce back onto an event loop.
+    ``get_ranges`` (zarr >= 3.3) is implemented; older zarr never calls it.
+
+Sync protocols (``get_sync``, ``set_sync``, ``delete_sync``): not implemented, measured
+    Only zarr's opt-in ``FusedCodecPipeline`` uses them. Through the package's sync bridge
+    they are slower than zarr's async path (zarr 3.4, 1600 chunks of 10 KB, best of 5 reads:
+    memory 177 ms against 134 ms, local 274-502 ms against 166-184 ms): each call bounces
+    onto an event loop. A read in the caller's thread with no loop at all was 79 ms on local,
+    but it would bypass the base's request limit, retries and instrumentation; that needs a
+    sync primitive in ``BaseStorage`` first.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
-from zarr.abc.store import OffsetByteRequest as ZarrOffsetByteRequest
-from zarr.abc.store import RangeByteRequest as ZarrRangeByteRequest
-from zarr.abc.store import Store
-from zarr.abc.store import SuffixByteRequest as ZarrSuffixByteRequest
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+try:
+    from zarr.abc.store import OffsetByteRequest as ZarrOffsetByteRequest
+    from zarr.abc.store import RangeByteRequest as ZarrRangeByteRequest
+    from zarr.abc.store import Store
+    from zarr.abc.store import SuffixByteRequest as ZarrSuffixByteRequest
+    from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+except ImportError as exc:
+    from ._extras import require_extra
+
+    require_extra("zarr", "icechunk_storage.zarr")  # raises, naming the pip install
+    raise exc from None
 
 from ._errors import AlreadyExistsError, ObjectNotFoundError, StorageError
 from ._fetch import run_bounded
 from ._keys import normalize_list_prefix
 from ._limits import get_max_concurrent_requests
-from ._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
+from ._ranges import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    SuffixByteRequest,
+    coalesce_ranges,
+)
 from ._storage import Storage
 
 if TYPE_CHECKING:
@@ -221,6 +240,52 @@ class ZarrStore(Store):
         )
         for (key, prototype, _), data in zip(listed, results, strict=True):
             yield key, None if data is None else prototype.buffer.from_bytes(data)
+
+    async def get_ranges(
+        self,
+        key: str,
+        byte_ranges: Sequence[ZarrByteRequest | None],
+        *,
+        prototype: BufferPrototype,
+        max_concurrency: int = 10,
+        max_gap_bytes: int = 1 << 20,
+        max_coalesced_bytes: int = 16 << 20,
+    ) -> AsyncIterator[Sequence[tuple[int, Buffer | None]]]:
+        """Many ranges of one object (zarr >= 3.3 reads a shard's inner chunks with it).
+
+        Ranges at most ``max_gap_bytes`` apart merge into one read of at most
+        ``max_coalesced_bytes`` (zarr's policy); the merged reads go through one call of the
+        storage's fetch path, at most ``max_concurrency`` at once, so backends that batch
+        small reads do, and large ones are split into parts. One batch is yielded per merged
+        read. As zarr's contract says, failures come as an ExceptionGroup, a missing object
+        as a FileNotFoundError inside it.
+        """
+        requests = [to_byte_request(byte_range) for byte_range in byte_ranges]
+        ranged = [i for i, r in enumerate(requests) if isinstance(r, RangeByteRequest)]
+        spans = [(r.start, r.end) for r in requests if isinstance(r, RangeByteRequest)]
+        merged = coalesce_ranges(spans, max_gap_bytes, max_coalesced_bytes)
+        alone = [i for i, r in enumerate(requests) if not isinstance(r, RangeByteRequest)]
+        reads: list[tuple[str, ByteRequest | None]] = [
+            (key, RangeByteRequest(start, end)) for start, end, _ in merged
+        ]
+        reads += [(key, requests[i]) for i in alone]
+        try:
+            results = await self._storage.get_many(
+                reads, missing_ok=True, max_concurrency=max(1, max_concurrency)
+            )
+        except Exception as exc:
+            raise ExceptionGroup(f"get_ranges of {key!r} failed", [exc]) from None
+        if any(data is None for data in results):
+            raise ExceptionGroup(f"get_ranges of {key!r} failed", [FileNotFoundError(key)])
+        buffer = prototype.buffer
+        for (start, _, members), data in zip(merged, results, strict=False):
+            view = memoryview(data)  # type: ignore[arg-type]  # not None: checked above
+            yield [
+                (ranged[m], buffer.from_bytes(view[spans[m][0] - start : spans[m][1] - start]))
+                for m in members
+            ]
+        for index, data in zip(alone, results[len(merged) :], strict=True):
+            yield [(index, buffer.from_bytes(data))]  # type: ignore[arg-type]
 
     async def exists(self, key: str) -> bool:
         # docstring inherited

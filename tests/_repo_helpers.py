@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Self
 
 import attrs
@@ -283,12 +283,62 @@ def writer_process(
         raise
 
 
-def use_pickled_session(pickled: bytes) -> dict[str, Any]:
-    """Process target: read the pickled session's uncommitted write, then commit it."""
-    repo, session = pickle.loads(pickled)
-    value = bytes(sync(session.storage.get("from/parent")).data)
-    parent = session.snapshot_id
-    sync(session.storage.put("from/child", b"child" * 200))
-    snapshot_id = session.commit("committed in a child process")
-    ancestry = [info.id for info in repo.ancestry(branch="main")]
-    return {"value": value, "parent": parent, "id": snapshot_id, "ancestry": ancestry}
+def use_pickled_fork(pickled: bytes) -> bytes:
+    """Process target: read the fork's view, write through it, send it back pickled."""
+    fork = pickle.loads(pickled)
+    assert bytes(sync(fork.storage.get("from/parent")).data) == b"parent" * 200
+    sync(fork.storage.put("from/child", b"child" * 200))
+    return pickle.dumps(fork)
+
+
+@attrs.define
+class LostResponse:
+    """Script for :class:`LosingStorage`: which conditional update of the info object lands
+    but "loses" its response, what runs before the failure is reported, and which error."""
+
+    error: BaseException
+    meanwhile: Callable[[], Awaitable[object]]
+    remaining: int = 1
+    lost: int = 0
+    land: bool = True  # False: the write fails before reaching the storage
+
+
+class LosingStorage(WrappedStorage[Storage]):
+    """The next conditional write of the info object lands on the inner storage, then another
+    writer commits (``meanwhile``, on the inner storage), then the write reports ``error``.
+
+    Faithful to what a real backend shows the repository layer: on S3, a PUT whose response
+    is lost is re-sent by the retry layer; the re-send fails its If-Match against our own
+    write, and the write-id readback then finds the other writer's id (it wrote after us), so
+    the storage raises PreconditionFailedError; or the retries run out on timeouts and it
+    raises a transient error. The repository only ever sees the Storage interface, and this
+    wrapper produces exactly those outcomes after the write really landed.
+    """
+
+    def __init__(self, inner: Storage, script: LostResponse) -> None:
+        super().__init__(inner)
+        self.script = script
+
+    def _with_inner(self, inner: Storage) -> Self:
+        return type(self)(inner, self.script)
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        script = self.script
+        if key != REPO or not isinstance(mode, VersionInfo) or script.remaining <= 0:
+            return await super().put(
+                key, data, mode=mode, content_type=content_type, metadata=metadata
+            )
+        script.remaining -= 1
+        script.lost += 1
+        if script.land:
+            await super().put(key, data, mode=mode, content_type=content_type, metadata=metadata)
+        await script.meanwhile()
+        raise script.error

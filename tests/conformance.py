@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import pickle
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import ClassVar
 
@@ -38,6 +39,7 @@ from icechunk_storage import (
     RangeNotSatisfiableError,
     Storage,
     StorageConcurrencySettings,
+    StorageError,
     StorageSettings,
     SuffixByteRequest,
     VersionInfo,
@@ -361,6 +363,32 @@ class StorageConformance:
         with pytest.raises(TypeError):
             await counted.get_many([("fine", slice(0, 2))])  # type: ignore[list-item]
         assert counted.stats["get_many"].requests == 0
+
+    @pytest.mark.parametrize("bare", [["ab"], ["a/c/0"], [b"ab"], [("k", None, None)]])
+    async def test_get_many_refuses_bare_keys(self, storage: Storage, bare: list[object]) -> None:
+        with pytest.raises(TypeError, match=r"expects \(key, byte_range\) pairs"):
+            await storage.get_many(bare)  # type: ignore[arg-type]
+
+    async def test_errors_name_the_key_relative_to_the_prefix(self, storage: Storage) -> None:
+        await storage.put("here", b"x")
+        failing: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("missing", lambda: storage.get("missing")),
+            ("missing", lambda: storage.get("missing", RangeByteRequest(0, 1))),
+            ("missing", lambda: storage.head("missing")),
+            ("missing", lambda: storage.get_many([("missing", None)])),
+            ("missing", lambda: storage.copy("missing", "elsewhere")),
+            ("here", lambda: storage.put("here", b"z", mode="create")),
+        ]
+        if storage.capabilities.conditional_update:
+            stale = VersionInfo(etag='"stale"')
+            failing.append(("here", lambda: storage.put("here", b"z", mode=stale)))
+        for key, call in failing:
+            with pytest.raises(StorageError) as caught:
+                await call()
+            assert getattr(caught.value, "key", key) == key
+            assert repr(key) in str(caught.value)
+            if storage.prefix:
+                assert storage.prefix not in str(caught.value)
 
     async def test_get_many_error_cancels_the_rest_and_leaves_no_task(
         self, storage: Storage

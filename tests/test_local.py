@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import multiprocessing
 import os
 from pathlib import Path
@@ -15,6 +16,7 @@ from icechunk_storage import (
     InvalidKeyError,
     PreconditionFailedError,
     Storage,
+    StorageSettings,
     local_filesystem_storage,
 )
 from icechunk_storage._local import RESERVED, LocalFileSystemStorage
@@ -22,8 +24,6 @@ from tests.conformance import StorageConformance
 
 
 class TestLocalFileSystemStorage(StorageConformance):
-    stores_metadata = False
-
     @pytest.fixture
     def storage(self, tmp_path: Path) -> Storage:
         return local_filesystem_storage(tmp_path / "root")
@@ -117,3 +117,41 @@ async def test_compare_and_swap_is_safe_across_processes(tmp_path: Path) -> None
         await asyncio.to_thread(worker.join, 120)
         assert worker.exitcode == 0
     assert bytes((await storage.get("counter")).data) == b"100"
+
+
+async def test_metadata_lives_with_the_file_and_travels_with_copies(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path)
+    await storage.put("m", b"x", content_type="text/plain", metadata={"kind": "snapshot"})
+    assert os.getxattr(tmp_path / "m", "user.icechunk.content_type") == b"text/plain"
+    await storage.copy("m", "n")
+    info = await storage.head("n")
+    assert (info.content_type, info.metadata) == ("text/plain", {"kind": "snapshot"})
+    await storage.put("m", b"y")  # a plain overwrite replaces them, as on S3
+    info = await storage.head("m")
+    assert (info.content_type, info.metadata) == (None, {})
+
+
+async def test_unsafe_use_metadata_false_drops_metadata(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(tmp_path).with_settings(
+        StorageSettings(unsafe_use_metadata=False)
+    )
+    await storage.put("m", b"x", content_type="text/plain", metadata={"kind": "a"})
+    info = await storage.head("m")
+    assert (info.content_type, info.metadata) == (None, {})
+
+
+async def test_filesystem_without_xattrs_refuses_metadata_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(*args: object) -> None:
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(os, "setxattr", unsupported)
+    storage = local_filesystem_storage(tmp_path)
+    with pytest.raises(ConfigurationError, match=r"unsafe_use_metadata=False"):
+        await storage.put("m", b"x", metadata={"kind": "a"})
+    assert not await storage.exists("m")  # nothing half-written
+    # Conditional writes stamp only our own write id: those still work there.
+    version = await storage.put("c", b"1", mode="create")
+    await storage.put("c", b"2", mode=version)
+    assert bytes((await storage.get("c")).data) == b"2"

@@ -7,6 +7,7 @@ returns a :class:`Backend` that makes fresh, empty locations). Adding a backend 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import itertools
 import multiprocessing
@@ -19,6 +20,7 @@ import threading
 import warnings
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,12 @@ from icechunk_storage import (
     CompressionConfig,
     ConfigurationError,
     ConflictError,
+    ConnectionLostError,
+    GCSummary,
     InstrumentedStorage,
     LatencyStorage,
+    MergeConflictError,
+    NotARepositoryError,
     ObjectNotFoundError,
     PreconditionFailedError,
     ReadOnlySessionError,
@@ -45,6 +51,7 @@ from icechunk_storage import (
     RepositoryLocationError,
     RepositoryNotFoundError,
     RepoUpdateRetryConfig,
+    SessionPickleError,
     SessionStateError,
     SnapshotNotFoundError,
     Storage,
@@ -71,7 +78,7 @@ from icechunk_storage._repository._format import (
     new_id,
     now_ms,
 )
-from icechunk_storage._repository._repository import repo_update_delay
+from icechunk_storage._repository._repository import MAX_UNCERTAIN_UPDATES, repo_update_delay
 from icechunk_storage._sync import get_loop, sync
 from tests import _repo_helpers as helpers
 from tests._s3_proxy import RecordingProxy
@@ -395,7 +402,7 @@ async def test_uncompressed_metadata_is_plain_json() -> None:
 async def test_foreign_or_newer_info_objects_are_refused_clearly() -> None:
     storage = in_memory_storage()
     await storage.put("repo", b"not a repository at all")
-    with pytest.raises(RepositoryFormatError, match="no icechunk_storage header"):
+    with pytest.raises(NotARepositoryError, match="an object named 'repo' in another format"):
         await Repository.open_async(storage)
     await storage.put("repo", b"icechunk_storage repo-info 99 none\n{}")
     with pytest.raises(RepositoryFormatError, match="format version 99"):
@@ -408,6 +415,37 @@ async def test_foreign_or_newer_info_objects_are_refused_clearly() -> None:
     )
     with pytest.raises(RepositoryFormatError, match="corrupt"):
         await Repository.open_async(storage)
+
+
+@pytest.mark.parametrize(
+    ("objects", "found"),
+    [
+        ({"repo": "ICE🧊CHUNK".encode() + b"\x00binary"}, "an Icechunk repository"),
+        ({"refs/branch.main/ref.json": b'{"snapshot":"X"}'}, r"Icechunk repository \(spec v1"),
+        ({"zarr.json": b'{"zarr_format":3,"node_type":"group"}'}, "a plain Zarr hierarchy"),
+        (
+            {"data/file.csv": b"a,b"},
+            r"objects that are not a repository \(e\.g\. 'data/file\.csv'\)",
+        ),
+    ],
+    ids=["icechunk-v2", "icechunk-v1", "zarr", "files"],
+)
+async def test_foreign_data_is_never_mistaken_for_a_repository(
+    backend: Backend, objects: dict[str, bytes], found: str
+) -> None:
+    storage = backend.new()
+    for key, data in objects.items():
+        await storage.put(key, data)
+    with pytest.raises(NotARepositoryError, match=found) as info:
+        await Repository.exists_async(storage)
+    assert isinstance(info.value, RepositoryNotFoundError)
+    with pytest.raises(NotARepositoryError, match=found):
+        await Repository.open_async(storage)
+    with pytest.raises(RepositoryLocationError, match=found):
+        await Repository.create_async(storage)
+    with pytest.raises(RepositoryLocationError, match=found):
+        await Repository.open_or_create_async(storage)
+    assert await keys_of(storage) == set(objects)  # nothing written
 
 
 # --- create, open, exists, config --------------------------------------------------------------
@@ -751,7 +789,7 @@ async def test_commit_requires_changes_unless_allowed() -> None:
     other = await repo.writable_session_async("main")
     await other.storage.put("k", b"v")
     with pytest.raises(ConfigurationError, match="JSON-serializable"):
-        await other.commit_async("bad metadata", {"when": object()})
+        await other.commit_async("bad metadata", {"when": object()})  # type: ignore[dict-item]
     other.discard_changes()
     assert not other.has_uncommitted_changes
 
@@ -963,6 +1001,73 @@ async def test_interleaved_commits_without_conditional_update_lose_one(backend: 
     assert len(await keys_of(tip.storage)) == 1
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        PreconditionFailedError("repo", None),  # re-sent PUT, readback finds another writer
+        ConnectionLostError("response lost; the retries ran out"),
+    ],
+    ids=["precondition-after-resend", "transient"],
+)
+async def test_a_landed_commit_whose_response_is_lost_is_not_a_conflict(
+    backend: Backend, error: BaseException
+) -> None:
+    """The branch update lands, its response is lost, another writer commits on top before
+    the retry: the commit finds its own snapshot in the branch's history and succeeds, once."""
+    inner = backend.new()
+    await Repository.create_async(inner)
+    other = await Repository.open_async(inner)  # the other writer: no fault injection
+
+    async def another_commit() -> object:
+        return await commit_values(other, {"other": b"o"})
+
+    script = helpers.LostResponse(error=error, meanwhile=another_commit)
+    repo = await Repository.open_async(helpers.LosingStorage(inner, script))
+    session = await repo.writable_session_async("main")
+    await session.storage.put("mine", b"m" * 1000)
+    snapshot_id = await session.commit_async("lands, but its response is lost")
+    assert script.lost == 1
+    history = [info.id for info in await repo.ancestry_async(branch="main")]
+    assert history.count(snapshot_id) == 1
+    assert history[1:] == [snapshot_id, INITIAL_SNAPSHOT_ID]  # the other commit is on top
+    assert session.read_only
+    assert session.snapshot_id == snapshot_id
+    tip = await repo.readonly_session_async(branch="main")
+    assert await read(tip, "mine") == b"m" * 1000
+    assert await read(tip, "other") == b"o"
+
+
+async def test_a_lost_response_on_a_ref_change_is_not_reported_as_a_failure() -> None:
+    """Nobody wrote after the lost write: the info read back is exactly what was written."""
+
+    async def nothing() -> object:
+        return None
+
+    script = helpers.LostResponse(error=ConnectionLostError("lost"), meanwhile=nothing)
+    repo = await Repository.create_async(helpers.LosingStorage(in_memory_storage(), script))
+    await repo.create_tag_async("v1", INITIAL_SNAPSHOT_ID)  # not RefAlreadyExistsError
+    assert script.lost == 1
+    assert await repo.lookup_tag_async("v1") == INITIAL_SNAPSHOT_ID
+
+
+async def test_persistent_transient_errors_on_the_update_are_raised() -> None:
+    """Writes that never land, failing with transient errors: re-checked a few times, then the
+    error is raised (not retried 100 times with backoff)."""
+
+    async def nothing() -> object:
+        return None
+
+    script = helpers.LostResponse(error=ConnectionLostError("down"), meanwhile=nothing, remaining=0)
+    repo = await Repository.create_async(helpers.LosingStorage(in_memory_storage(), script))
+    script.remaining, script.land = 1000, False
+    session = await repo.writable_session_async("main")
+    await session.storage.put("k", b"v")
+    with pytest.raises(ConnectionLostError):
+        await session.commit_async("storage keeps failing")
+    assert script.lost == 1 + MAX_UNCERTAIN_UPDATES
+    assert await repo.lookup_branch_async("main") == INITIAL_SNAPSHOT_ID
+
+
 async def test_version_races_are_retried_transparently(backend: Backend) -> None:
     races = helpers.Races(remaining=7)  # past the 5 immediate attempts, into backoff
     repo = await Repository.create_async(helpers.RacingStorage(backend.new(), races))
@@ -1117,50 +1222,246 @@ async def test_writers_on_different_branches_all_succeed(backend: Backend) -> No
         assert history == [*reversed(ids), INITIAL_SNAPSHOT_ID]
 
 
+# --- expiration and garbage collection ---------------------------------------------------------
+
+
+def _big(tag: str) -> bytes:
+    return tag.encode() * 600  # above the inline limit: a chunk object
+
+
+async def _chunk_ids(repo: Repository) -> set[str]:
+    return {key.removeprefix("chunks/") for key in await keys_of(repo.storage, "chunks/")}
+
+
+async def _read_everything(repo: Repository, snapshot_id: str) -> None:
+    """Every value of the snapshot reads (RepositoryFormatError if a chunk is gone)."""
+    session = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    for key in await keys_of(session.storage):
+        await session.storage.get(key)
+
+
+async def test_expire_then_collect_deletes_only_unreferenced_old_objects(
+    backend: Backend,
+) -> None:
+    repo = await Repository.create_async(backend.new())
+    one = await commit_values(repo, {"k": _big("A")})
+    two = await commit_values(repo, {"k": _big("B")})
+    await asyncio.sleep(0.01)
+    middle = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    three = await commit_values(repo, {"other": _big("C")})
+    await repo.create_tag_async("kept", one)  # a tag keeps its snapshot and its chunks
+    abandoned = await repo.writable_session_async("main")
+    await abandoned.storage.put("never/committed", _big("G"))
+    fork = await (await repo.writable_session_async("main")).fork_async()
+    await fork.storage.put("never/merged", _big("F"))
+    chunks_before = await _chunk_ids(repo)
+    assert len(chunks_before) == 5
+
+    expired = await repo.expire_snapshots_async(middle)
+    assert expired == {two}  # "one" is a tag's tip, "three" the branch's
+    assert [i.id for i in await repo.ancestry_async(branch="main")] == [
+        three,
+        one,
+        INITIAL_SNAPSHOT_ID,
+    ]
+
+    await asyncio.sleep(1.05)  # object dates count as up to 1 s early (S3 rounds them down)
+    cutoff = datetime.now(UTC)
+    late = await repo.writable_session_async("main")
+    await late.storage.put("written/after/the/cutoff", _big("L"))  # too new to delete
+
+    dry = await repo.garbage_collect_async(cutoff, dry_run=True)
+    assert dry == GCSummary(chunks_deleted=2, snapshots_deleted=1, bytes_deleted=dry.bytes_deleted)
+    assert len(await _chunk_ids(repo)) == 6  # a dry run deletes nothing
+    summary = await repo.garbage_collect_async(cutoff)
+    assert summary == dry
+    assert summary.bytes_deleted >= 2 * 600  # G and F, and snapshot two
+    assert len(await _chunk_ids(repo)) == 4  # A (tag), B and C (main), L (too new)
+    assert not await repo.storage.exists(f"snapshots/{two}")
+    for snapshot_id in (three, one, INITIAL_SNAPSHOT_ID):
+        await _read_everything(repo, snapshot_id)
+    with pytest.raises(SnapshotNotFoundError):
+        await repo.readonly_session_async(snapshot_id=two)
+    await late.commit_async("commits after garbage collection")
+    await _read_everything(repo, await repo.lookup_branch_async("main"))
+    assert await repo.garbage_collect_async(datetime.now(UTC)) == GCSummary()
+
+
+async def test_expire_can_delete_expired_refs() -> None:
+    repo = await Repository.create_async(in_memory_storage())
+    old = await commit_values(repo, {"k": b"v"})
+    await repo.create_branch_async("stale", old)
+    await repo.create_tag_async("stale-tag", old)
+    await asyncio.sleep(0.01)
+    newest = await commit_values(repo, {"k": b"w"})
+    expired = await repo.expire_snapshots_async(
+        datetime.now(UTC), delete_expired_branches=True, delete_expired_tags=True
+    )
+    assert expired == {old}
+    assert await repo.list_branches_async() == {"main"}
+    assert await repo.list_tags_async() == set()
+    assert [i.id for i in await repo.ancestry_async(branch="main")] == [newest, INITIAL_SNAPSHOT_ID]
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        await repo.garbage_collect_async(datetime.now())
+    with pytest.raises(ConfigurationError, match="future"):
+        await repo.expire_snapshots_async(datetime.now(UTC) + timedelta(days=1))
+
+
+async def test_garbage_collection_never_deletes_what_concurrent_writers_reference(
+    backend: Backend,
+) -> None:
+    """Writers commit (and forks merge) while expiration and collection run over and over with
+    a cutoff 0.3 s back (plus the 1 s date granularity): longer than any session here lives,
+    the documented margin."""
+    repo = await Repository.create_async(LatencyStorage(backend.new(), 0.001))
+    for round_ in range(3):  # old history and old garbage, for the collector to work on
+        await commit_values(repo, {f"old/{round_}": _big(f"o{round_}")})
+        garbage = await repo.writable_session_async("main")
+        await garbage.storage.put("garbage", _big(f"g{round_}"))
+    await asyncio.sleep(1.35)
+    stop = asyncio.Event()
+    committed: list[str] = []
+
+    async def writer(number: int) -> None:
+        attempt = 0
+        while not stop.is_set():
+            attempt += 1
+            session = await repo.writable_session_async("main")
+            fork = await session.fork_async()
+            await fork.storage.put(f"w{number}/fork{attempt}", _big(f"f{number}.{attempt}"))
+            await session.storage.put(f"w{number}/{attempt}", _big(f"{number}.{attempt}"))
+            await session.merge_async(fork)
+            with contextlib.suppress(ConflictError):  # a conflict: try again on the new tip
+                committed.append(await session.commit_async(f"writer {number}"))
+
+    async def collector() -> list[GCSummary]:
+        summaries = []
+        for _ in range(4):
+            margin = datetime.now(UTC) - timedelta(seconds=0.3)
+            await repo.expire_snapshots_async(margin)
+            summaries.append(await repo.garbage_collect_async(margin))
+        stop.set()
+        return summaries
+
+    *_, summaries = await asyncio.gather(writer(1), writer(2), collector())
+    assert committed
+    assert sum(s.chunks_deleted for s in summaries) >= 3  # the old garbage went
+    for snapshot_id in [info.id for info in await repo.ancestry_async(branch="main")]:
+        await _read_everything(repo, snapshot_id)
+
+
 # --- pickling ----------------------------------------------------------------------------------
 
 
-async def test_repository_and_session_pickle_in_process() -> None:
+async def test_repository_and_read_only_session_pickle_in_process() -> None:
     repo = await Repository.create_async(
         in_memory_storage(), RepositoryConfig(max_concurrent_requests=5)
     )
-    session = await repo.writable_session_async("main")
-    await session.storage.put("small", b"s")
-    await session.storage.put("big", b"b" * 1000)
+    snapshot_id = await commit_values(repo, {"small": b"s", "big": b"b" * 1000})
     repo_copy = pickle.loads(pickle.dumps(repo))
     assert repo_copy == repo
     assert repo_copy.config == repo.config
-    session_copy = pickle.loads(pickle.dumps(session))
-    assert session_copy == session
-    assert session_copy.storage == session.storage
-    assert session_copy.has_uncommitted_changes
-    assert await read(session_copy, "big") == b"b" * 1000
-    assert await read(session_copy, "small") == b"s"
+    reader = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    reader_copy = pickle.loads(pickle.dumps(reader))
+    assert reader_copy == reader
+    assert reader_copy.storage == reader.storage
+    assert await read(reader_copy, "big") == b"b" * 1000
+    assert await read(reader_copy, "small") == b"s"
 
 
-def test_repository_and_session_work_in_a_spawned_process(backend: Backend) -> None:
+async def test_pickling_a_writable_session_names_fork() -> None:
+    """A copy written in another process would keep its changes: refused, pointing at fork()."""
+    pytest.importorskip("zarr")
+    repo = await Repository.create_async(in_memory_storage())
+    session = await repo.writable_session_async("main")
+    await session.storage.put("k", b"v")
+    for what in (session, session.storage, session.store):
+        with pytest.raises(SessionPickleError, match=r"session\.fork\(\)") as info:
+            pickle.dumps(what)
+        assert isinstance(info.value, pickle.PicklingError)
+        assert "to_icechunk" in str(info.value)
+    await session.commit_async("now read-only")
+    assert pickle.loads(pickle.dumps(session)).snapshot_id == session.snapshot_id
+
+
+async def test_a_pickled_fork_carries_its_changes_back(tmp_path: Path) -> None:
+    repo = await Repository.create_async(local_filesystem_storage(tmp_path))
+    await commit_values(repo, {"base": b"0"})
+    session = await repo.writable_session_async("main")
+    await session.storage.put("parent/before", b"p")  # the fork sees it
+    fork = await session.fork_async()
+    assert fork.is_fork
+    assert not session.is_fork
+    copy = pickle.loads(pickle.dumps(fork))
+    assert await read(copy, "parent/before") == b"p"
+    assert await read(copy, "base") == b"0"
+    await copy.storage.put("fork/small", b"f")
+    await copy.storage.put("fork/big", b"F" * 1000)
+    await copy.storage.delete("base")
+    back = pickle.loads(pickle.dumps(copy))
+    assert not await session.storage.exists("fork/small")  # nothing until merged
+    await session.merge_async(back)
+    snapshot_id = await session.commit_async("forked writes")
+    tip = await repo.readonly_session_async(snapshot_id=snapshot_id)
+    assert await keys_of(tip.storage) == {"parent/before", "fork/small", "fork/big"}
+    assert await read(tip, "fork/big") == b"F" * 1000
+    with pytest.raises(SessionStateError, match="fork cannot be committed"):
+        await back.commit_async("a fork commits")
+
+
+async def test_merge_rule_for_keys_written_twice(tmp_path: Path) -> None:
+    """A fork's change applies over the value it started from; anything else is a conflict."""
+    repo = await Repository.create_async(local_filesystem_storage(tmp_path))
+    await commit_values(repo, {"shared": b"0"})
+    session = await repo.writable_session_async("main")
+    await session.storage.put("meta", b"parent")
+    one = await session.fork_async()
+    two = pickle.loads(pickle.dumps(one))  # a copy of the same fork, as each dask task gets
+    await one.storage.put("shared", b"1")
+    await one.storage.put("meta", b"overwritten by the fork")  # sequential: fine
+    await two.storage.put("own", b"2")
+    await two.storage.put("shared", b"2")  # both forks changed "shared" from b"0"
+    await session.merge_async(one, one)  # the same change twice is merged once
+    with pytest.raises(MergeConflictError, match="'shared'") as info:
+        await session.merge_async(two)
+    assert info.value.keys == ["shared"]
+    assert not await session.storage.exists("own")  # nothing of the conflicting fork merged
+    assert await read(session, "meta") == b"overwritten by the fork"
+
+    three = await session.fork_async()
+    await three.storage.put("later", b"fork")
+    await session.storage.put("later", b"parent, after forking")
+    with pytest.raises(MergeConflictError):
+        await session.merge_async(three)
+
+    other = await (await repo.writable_session_async("main")).fork_async()
+    await session.commit_async("the session moves on")
+    with pytest.raises(SessionStateError, match="not forked from this session"):
+        await (await repo.writable_session_async("main")).merge_async(other)
+    with pytest.raises(ConfigurationError, match=r"forks made by Session\.fork"):
+        await (await repo.writable_session_async("main")).merge_async(session)
+
+
+def test_forks_work_in_a_spawned_process(backend: Backend) -> None:
     repo = Repository.create(backend.new())
     session = repo.writable_session("main")
     sync(session.storage.put("from/parent", b"parent" * 200))
+    fork = session.fork()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context) as pool:
-        result = pool.submit(helpers.use_pickled_session, pickle.dumps((repo, session))).result(
-            timeout=120
-        )
-    assert result["value"] == b"parent" * 200
-    assert result["parent"] == INITIAL_SNAPSHOT_ID
-    assert result["ancestry"] == [result["id"], INITIAL_SNAPSHOT_ID]
-    if backend.shared_across_processes:
-        # The child's commit is in the shared repository; this copy of the session is stale.
-        assert repo.lookup_branch("main") == result["id"]
-        child = repo.readonly_session(snapshot_id=result["id"])
-        assert bytes(sync(child.storage.get("from/child")).data) == b"child" * 200
-        with pytest.raises(ConflictError):
-            session.commit("the parent's copy of the same session")
-    else:
-        # A pickled memory storage is a copy: the child committed to its own copy.
-        assert repo.lookup_branch("main") == INITIAL_SNAPSHOT_ID
-        assert is_valid_id(session.commit("the parent's copy commits independently"))
+        pickled = pool.submit(helpers.use_pickled_fork, pickle.dumps(fork)).result(timeout=120)
+    back = pickle.loads(pickled)
+    if not backend.shared_across_processes:
+        # A pickled memory storage is a copy: the child's chunk went to its own copy.
+        with pytest.raises(RepositoryError, match="in-memory storage"):
+            session.merge(back)
+        return
+    session.merge(back)
+    snapshot_id = session.commit("written in a child process")
+    reader = repo.readonly_session(snapshot_id=snapshot_id)
+    assert bytes(sync(reader.storage.get("from/child")).data) == b"child" * 200
+    assert bytes(sync(reader.storage.get("from/parent")).data) == b"parent" * 200
 
 
 def test_the_format_page_examples_run() -> None:
@@ -1185,9 +1486,10 @@ class _SessionConformance(StorageConformance):
 
     @pytest.fixture
     async def storage(self, location: Storage) -> Storage:
+        """A fork's view: the kind of writable session that pickles (the suite pickles it)."""
         repo = await Repository.create_async(location)
         session = await repo.writable_session_async("main")
-        return session.storage
+        return (await session.fork_async()).storage
 
     async def raw_put(self, storage: Storage, key: str, data: bytes) -> None:
         assert isinstance(storage, SessionStorage)

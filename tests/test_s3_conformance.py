@@ -3,6 +3,10 @@
 Requests go through the recording proxy, which forwards them to moto unchanged except for
 one thing moto 5.2 lacks: it enforces ``x-amz-copy-source-if-match`` (moto ignores it), so
 conditional copies are really checked.
+
+Two transports: ``TestS3Storage`` reads through the lean transport (the proxy is the
+endpoint), ``TestS3StorageBehindAProxy`` through the aiohttp transport (the proxy is an
+HTTP forward proxy from ``HTTP_PROXY``, and the endpoint a name that only it resolves).
 """
 
 from __future__ import annotations
@@ -54,3 +58,46 @@ class TestS3Storage(StorageConformance):
         except self._admin.exceptions.NoSuchKey:
             return None
         return bytes(response["Body"].read())
+
+
+class TestS3StorageBehindAProxy(TestS3Storage):
+    many_keys: ClassVar[int] = 60  # the aiohttp transport opens a connection per request
+
+    @pytest.fixture
+    def storage(
+        self,
+        s3_proxy: RecordingProxy,
+        bucket: str,
+        aws_isolated: Any,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> Storage:
+        monkeypatch.setenv("HTTP_PROXY", s3_proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        storage = s3_storage(
+            bucket=bucket,
+            prefix="conformance/proxied",
+            endpoint_url=f"http://{s3_proxy.virtual_suffix}:9000",
+            allow_http=True,
+            region=MOTO_REGION,
+            access_key_id=MOTO_KEY,
+            secret_access_key=MOTO_KEY,
+        )
+        storage._list_page_size = 50
+        return storage
+
+    async def test_reads_went_through_the_aiohttp_transport(
+        self, storage: Storage, s3_proxy: RecordingProxy
+    ) -> None:
+        from icechunk_storage._transport import peek_transport
+        from icechunk_storage._transport._aiohttp import AiohttpTransport
+
+        assert isinstance(storage, S3Storage)
+        await storage.put("via-proxy", b"x")
+        assert bytes((await storage.get("via-proxy")).data) == b"x"
+        clients = storage._loops.peek()
+        assert clients is not None
+        assert clients.transport is not None
+        assert isinstance(peek_transport(clients.transport), AiohttpTransport)
+        gets = [r for r in s3_proxy.requests if r.method == "GET" and "via-proxy" in r.path]
+        assert gets  # the forward proxy saw the read

@@ -147,13 +147,14 @@ class TestZarrStoreS3(ZarrStoreTests):
 
 
 class TestZarrStoreSession(ZarrStoreTests):
-    """A writable repository session's key/value store (uncommitted changes)."""
+    """A writable repository session's key/value store (uncommitted changes): a fork's, the
+    writable kind that pickles (zarr's suite pickles the store)."""
 
     @pytest.fixture
     async def storage(self) -> Storage:
         repository = await Repository.create_async(in_memory_storage())
         session = await repository.writable_session_async("main")
-        return session.storage
+        return (await session.fork_async()).storage
 
 
 class TestZarrStoreInstrumented(ZarrStoreTests):

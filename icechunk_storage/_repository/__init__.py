@@ -10,6 +10,8 @@ from ._config import CompressionConfig, RepositoryConfig, RepoUpdateRetryConfig
 from ._errors import (
     BranchNotFoundError,
     ConflictError,
+    MergeConflictError,
+    NotARepositoryError,
     ReadOnlySessionError,
     RefAlreadyExistsError,
     RefNotFoundError,
@@ -18,12 +20,14 @@ from ._errors import (
     RepositoryFormatError,
     RepositoryLocationError,
     RepositoryNotFoundError,
+    SessionPickleError,
     SessionStateError,
     SnapshotNotFoundError,
     TagNotFoundError,
     TooManyConcurrentChangesError,
 )
 from ._format import SnapshotInfo
+from ._gc import GCSummary
 from ._repository import Repository
 from ._session import Session, SessionStorage
 
@@ -31,6 +35,9 @@ __all__ = [
     "BranchNotFoundError",
     "CompressionConfig",
     "ConflictError",
+    "GCSummary",
+    "MergeConflictError",
+    "NotARepositoryError",
     "ReadOnlySessionError",
     "RefAlreadyExistsError",
     "RefNotFoundError",
@@ -43,6 +50,7 @@ __all__ = [
     "RepositoryLocationError",
     "RepositoryNotFoundError",
     "Session",
+    "SessionPickleError",
     "SessionStateError",
     "SessionStorage",
     "SnapshotInfo",

@@ -5,6 +5,8 @@ The tree (``except StorageError`` still catches everything the package raises)::
     StorageError
     └── RepositoryError                       base of repository-level errors
         ├── RepositoryNotFoundError           also FileNotFoundError: no ``repo`` object there
+        │   └── NotARepositoryError           the location holds something else (an Icechunk
+        │                                     repository, plain Zarr, other objects)
         ├── RepositoryAlreadyExistsError      also FileExistsError: create found a repository
         ├── RepositoryLocationError           also ValueError: the location cannot hold a new
         │                                     repository (empty prefix on a cloud store, or
@@ -17,6 +19,9 @@ The tree (``except StorageError`` still catches everything the package raises)::
         │   └── SnapshotNotFoundError
         ├── RefAlreadyExistsError             also FileExistsError: branch or tag exists
         ├── SessionStateError                 nothing to commit, or the session is finished
+        │   └── SessionPickleError            also pickle.PicklingError: a writable session
+        │                                     (use Session.fork())
+        ├── MergeConflictError                Session.merge: forks changed the same key
         ├── RepositoryFormatError             an object is not in the format we can read
         └── ReadOnlySessionError              also ReadOnlyStorageError: a write on a read-only
                                               session
@@ -29,11 +34,16 @@ until the retry budget is spent (TooManyConcurrentChangesError).
 
 from __future__ import annotations
 
+import pickle
+from collections.abc import Sequence
+
 from .._errors import ReadOnlyStorageError, StorageError
 
 __all__ = [
     "BranchNotFoundError",
     "ConflictError",
+    "MergeConflictError",
+    "NotARepositoryError",
     "ReadOnlySessionError",
     "RefAlreadyExistsError",
     "RefNotFoundError",
@@ -42,6 +52,7 @@ __all__ = [
     "RepositoryFormatError",
     "RepositoryLocationError",
     "RepositoryNotFoundError",
+    "SessionPickleError",
     "SessionStateError",
     "SnapshotNotFoundError",
     "TagNotFoundError",
@@ -58,6 +69,15 @@ class RepositoryNotFoundError(RepositoryError, FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class NotARepositoryError(RepositoryNotFoundError):
+    """The location holds something other than a repository of this library: an Icechunk
+    repository, a plain Zarr hierarchy, or other objects. ``found`` says what."""
+
+    def __init__(self, message: str, found: str) -> None:
+        self.found = found
+        super().__init__(message)
 
 
 class RepositoryAlreadyExistsError(RepositoryError, FileExistsError):
@@ -132,6 +152,29 @@ class RefAlreadyExistsError(RepositoryError, FileExistsError):
 
 class SessionStateError(RepositoryError):
     """The session cannot do this now: nothing to commit, or it was already committed."""
+
+
+class SessionPickleError(SessionStateError, pickle.PicklingError):
+    """A writable session (or a storage or store over one) was pickled; use Session.fork()."""
+
+
+class MergeConflictError(RepositoryError):
+    """``Session.merge``: a fork changed keys that changed meanwhile in the session merged into
+    (another fork's change merged first, or a write after forking). ``keys`` lists them;
+    nothing of that fork was merged."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = list(keys)
+        shown = ", ".join(repr(key) for key in self.keys[:5])
+        more = f" and {len(self.keys) - 5} more" if len(self.keys) > 5 else ""
+        super().__init__(
+            f"Cannot merge the fork: {len(self.keys)} key(s) it changed were changed "
+            f"differently since it was forked ({shown}{more}). Two forks wrote the same key "
+            "(e.g. dask chunks not aligned with Zarr chunks); make each key's writer unique."
+        )
+
+    def __reduce__(self) -> tuple[type[MergeConflictError], tuple[list[str]]]:
+        return (type(self), (self.keys,))  # raised in dask workers, re-raised here
 
 
 class RepositoryFormatError(RepositoryError):

@@ -28,8 +28,11 @@ from .._errors import (
     ConfigurationError,
     ObjectNotFoundError,
     ReadOnlyStorageError,
+    RetriesExhaustedError,
+    TransientError,
 )
 from .._loops import LoopLocal
+from .._memory import MemoryStorage
 from .._retry import RetryPolicy
 from .._settings import StorageSettings
 from .._storage import Storage, VersionInfo
@@ -38,8 +41,10 @@ from ._config import RepositoryConfig
 from ._errors import (
     BranchNotFoundError,
     ConflictError,
+    NotARepositoryError,
     RefAlreadyExistsError,
     RepositoryAlreadyExistsError,
+    RepositoryFormatError,
     RepositoryLocationError,
     RepositoryNotFoundError,
     SnapshotNotFoundError,
@@ -61,6 +66,7 @@ from ._format import (
     is_valid_id,
     snapshot_key,
 )
+from ._gc import GCSummary, expire_snapshots, garbage_collect
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -69,6 +75,10 @@ __all__ = ["IMMEDIATE_UPDATE_ATTEMPTS", "Repository", "repo_update_delay"]
 
 IMMEDIATE_UPDATE_ATTEMPTS = 5
 """Attempts at updating the info object that run back to back, before any backoff."""
+
+MAX_UNCERTAIN_UPDATES = 3
+"""Updates of the info object whose outcome is unknown (a transient error after the storage
+layer's own retries) that one change re-checks before giving up and raising that error."""
 
 _REF_NAME = re.compile(r"[^/\x00-\x1f\x7f]{1,255}")
 
@@ -316,11 +326,24 @@ class Repository:
     ) -> bool:
         """See :meth:`exists`."""
         storage = _apply_settings(_check_storage(storage), None, storage_settings)
-        return await storage.exists(REPO_INFO_KEY)
+        try:
+            await _read_info(storage)
+        except NotARepositoryError:
+            raise
+        except RepositoryNotFoundError:
+            return False
+        return True
 
     @staticmethod
     def exists(storage: Storage, storage_settings: StorageSettings | None = None) -> bool:
-        """True if a repository (its info object) exists at ``storage``."""
+        """True if a repository this library can open is at ``storage``; False if the location
+        holds nothing (or only what a crashed ``create`` left).
+
+        A location holding something else raises NotARepositoryError saying what was found
+        (an Icechunk repository, a plain Zarr hierarchy, other objects), rather than answer
+        False and invite a ``create`` over it; an info object of a newer format version
+        raises RepositoryFormatError.
+        """
         return sync(Repository.exists_async(storage, storage_settings), name="Repository.exists")
 
     @staticmethod
@@ -328,6 +351,8 @@ class Repository:
         """See :meth:`fetch_config`."""
         try:
             info, _ = await _read_info(_check_storage(storage))
+        except NotARepositoryError:
+            raise
         except RepositoryNotFoundError:
             return None
         return info.config
@@ -579,7 +604,75 @@ class Repository:
         """The :class:`SnapshotInfo` of one snapshot."""
         return sync(self.lookup_snapshot_async(snapshot_id), name="Repository.lookup_snapshot")
 
+    # --- expiration and garbage collection ---------------------------------------------------
+
+    async def expire_snapshots_async(
+        self,
+        older_than: datetime,
+        *,
+        delete_expired_branches: bool = False,
+        delete_expired_tags: bool = False,
+    ) -> set[str]:
+        """See :meth:`expire_snapshots`."""
+        return await expire_snapshots(
+            self,
+            older_than,
+            delete_expired_branches=delete_expired_branches,
+            delete_expired_tags=delete_expired_tags,
+        )
+
+    def expire_snapshots(
+        self,
+        older_than: datetime,
+        *,
+        delete_expired_branches: bool = False,
+        delete_expired_tags: bool = False,
+    ) -> set[str]:
+        """Drop snapshots written before ``older_than`` from every ref's history, and return
+        their ids. Kept: the first snapshot, every branch and tag tip, and everything newer;
+        a kept snapshot's parent becomes its nearest kept ancestor. With
+        ``delete_expired_branches`` / ``delete_expired_tags``, refs whose tip is older are
+        deleted instead (never ``main``). Nothing is deleted from storage:
+        :meth:`garbage_collect` does that. One compare-and-swap of the info object, so it is
+        safe with concurrent commits (which keep their tips).
+        """
+        return sync(
+            self.expire_snapshots_async(
+                older_than,
+                delete_expired_branches=delete_expired_branches,
+                delete_expired_tags=delete_expired_tags,
+            ),
+            name="Repository.expire_snapshots",
+        )
+
+    async def garbage_collect_async(
+        self, delete_object_older_than: datetime, *, dry_run: bool = False
+    ) -> GCSummary:
+        """See :meth:`garbage_collect`."""
+        return await garbage_collect(self, delete_object_older_than, dry_run=dry_run)
+
+    def garbage_collect(
+        self, delete_object_older_than: datetime, *, dry_run: bool = False
+    ) -> GCSummary:
+        """Delete chunk and snapshot objects that no branch or tag can reach and that were
+        written before ``delete_object_older_than``; return a :class:`GCSummary` of what was
+        deleted (with ``dry_run``: what would be, deleting nothing).
+
+        Safe with concurrent writers if the cutoff is older than the oldest session or fork
+        still writing (their chunks are referenced by nothing until they commit or merge):
+        Icechunk's advice, days rather than minutes, holds. Sessions still reading a deleted
+        snapshot fail.
+        """
+        return sync(
+            self.garbage_collect_async(delete_object_older_than, dry_run=dry_run),
+            name="Repository.garbage_collect",
+        )
+
     # --- internals shared with sessions ------------------------------------------------------
+
+    def _storage_is_shared(self) -> bool:
+        """False for an in-memory storage: a pickled copy in another process has its own data."""
+        return not isinstance(_unwrap(self._storage), MemoryStorage)
 
     def _slot(self) -> asyncio.Semaphore:
         """This repository's limit on logical operations, for the running loop."""
@@ -615,20 +708,34 @@ class Repository:
             ) from None
         return decode_snapshot(got.data, snapshot_id)
 
-    async def _update_info(self, change: Callable[[RepoInfo], RepoInfo]) -> RepoInfo:
+    async def _update_info(self, change: Callable[[RepoInfo], RepoInfo | None]) -> RepoInfo:
         """Read-modify-write of the info object; see the module docstring.
 
         ``change`` runs on every attempt against the info just read, and may raise to refuse
-        (ConflictError, RefAlreadyExistsError ...), which ends the update at once.
+        (ConflictError, RefAlreadyExistsError ...), which ends the update at once, or return
+        None: the change is already there (an earlier attempt landed), nothing to write.
+
+        A failed write is not proof that nothing was written: a lost response that the
+        storage layer re-sent fails its condition against our own write once someone else
+        wrote after it, and a timeout says nothing either way. So every attempt after a
+        failed one first checks whether the info read is exactly what that attempt wrote
+        (then it landed and nobody wrote since), and ``change`` checks for its own trace
+        (a commit: its new snapshot id in the index).
         """
         max_tries, initial, maximum = self._config.effective_repo_update_retries
         storage = self._storage
+        attempted: RepoInfo | None = None
+        uncertain = 0
         for attempt in range(1, max_tries + 1):
             delay = repo_update_delay(attempt, initial, maximum)
             if delay:
                 await asyncio.sleep(delay)
             info, version = await self._read_info()
+            if attempted is not None and info == attempted:
+                return info  # the previous attempt landed; its response said otherwise
             new_info = change(info)
+            if new_info is None:
+                return info
             data = self._encode_info(new_info)
             try:
                 await storage.copy(REPO_INFO_KEY, backup_key(), if_version=version)
@@ -636,7 +743,14 @@ class Repository:
                     REPO_INFO_KEY, data, mode=version, metadata=_metadata("repo-info")
                 )
             except (ConditionFailedError, ObjectNotFoundError):
-                continue  # someone else wrote it first: read again, decide again
+                attempted = new_info  # someone else wrote first, or ours landed before theirs
+                continue
+            except (TransientError, RetriesExhaustedError):
+                uncertain += 1
+                if uncertain > MAX_UNCERTAIN_UPDATES:
+                    raise
+                attempted = new_info  # outcome unknown: read again and look
+                continue
             return new_info
         raise TooManyConcurrentChangesError(max_tries)
 
@@ -648,20 +762,78 @@ def _metadata(file_type: str) -> Mapping[str, str]:
     return {"ic_file_type": file_type, "ic_spec_ver": str(SPEC_VERSION)}
 
 
+ICECHUNK_MAGIC = "ICE🧊CHUNK".encode()
+"""The first bytes of every Icechunk metadata file (its ``repo``, snapshots, manifests)."""
+
+_OUR_KEYS = ("snapshots/", "chunks/", "overwritten/")
+
+
 async def _read_info(storage: Storage) -> tuple[RepoInfo, VersionInfo]:
     try:
         got = await storage.get(REPO_INFO_KEY)
     except ObjectNotFoundError:
+        found = await _foreign_content(storage)
+        if found is not None:
+            raise _not_a_repository(storage, found) from None
         raise RepositoryNotFoundError(
             f"No repository at {storage!r} (no {REPO_INFO_KEY!r} object); create one with "
             "Repository.create()."
         ) from None
+    head = bytes(got.data[:32])
+    if head.startswith(ICECHUNK_MAGIC):
+        raise _not_a_repository(storage, ICECHUNK_V2)
+    if not head.startswith(b"icechunk_storage "):
+        raise _not_a_repository(storage, "an object named 'repo' in another format")
     return decode_info(got.data), got.version
+
+
+ICECHUNK_V2 = "an Icechunk repository (its 'repo' object is in Icechunk's binary format)"
+
+
+def _not_a_repository(storage: Storage, found: str) -> NotARepositoryError:
+    return NotARepositoryError(
+        f"{storage!r} holds {found}, not an icechunk_storage repository; this library cannot "
+        "open it, and will not create a repository over it. Use another prefix.",
+        found,
+    )
+
+
+async def _foreign_content(storage: Storage) -> str | None:
+    """What a location without our info object holds, if it is not (part of) ours."""
+    if await storage.exists("refs/branch.main/ref.json"):
+        return "an Icechunk repository (spec v1: refs/branch.main/ref.json)"
+    for key in ("zarr.json", ".zgroup", ".zarray"):
+        if await storage.exists(key):
+            return f"a plain Zarr hierarchy ({key!r} at its root)"
+    listing = storage.list("")
+    try:
+        async for found in listing:
+            if not found.key.startswith(_OUR_KEYS):
+                return f"objects that are not a repository (e.g. {found.key!r})"
+    finally:
+        close = getattr(listing, "aclose", None)
+        if close is not None:
+            await close()
+    return None
 
 
 async def _check_clean(storage: Storage) -> None:
     """Refuse a prefix that holds any object, before anything is written."""
-    if await storage.exists(REPO_INFO_KEY):
+    try:
+        await _read_info(storage)
+    except NotARepositoryError as exc:
+        raise RepositoryLocationError(
+            f"Refused to create a repository at {storage!r}: the prefix already holds {exc.found}. "
+            "Repositories can only be created in empty prefixes; choose another prefix."
+        ) from None
+    except RepositoryNotFoundError:
+        pass
+    except RepositoryFormatError:
+        raise RepositoryLocationError(
+            f"Refused to create a repository at {storage!r}: its {REPO_INFO_KEY!r} object is "
+            "not one this version can read. Choose another prefix."
+        ) from None
+    else:
         raise RepositoryAlreadyExistsError(
             f"A repository already exists at {storage!r}; open it with Repository.open()."
         )

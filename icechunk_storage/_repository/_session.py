@@ -13,17 +13,21 @@ so anything that works over a Storage (the Zarr adapter included) works over a s
 * ``commit`` writes one snapshot object (the full manifest) and then moves the branch by a
   compare-and-swap of the info object (``Repository._update_info``).
 
-Sessions pickle with their uncommitted changes (chunk bytes are already in storage), and the
-copy works in another process. Concurrent use from several threads or loops is safe: changes
-are applied under a lock, and writes are refused while a commit is running.
+Pickling: a read-only session pickles (by its snapshot id). A writable session refuses to
+be pickled, and so do its storage and a ZarrStore over it: a copy written in another process
+(a dask task) would keep its changes to itself and the commit would silently miss them.
+``Session.fork()`` gives the picklable form: a fork carries its own changes when pickled back,
+and ``Session.merge(*forks)`` folds them into the session (see :meth:`Session.merge` for the
+rule when two forks wrote the same key). Concurrent use from several threads or loops is
+safe: changes are applied under a lock, and writes are refused while a commit is running.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import attrs
 
@@ -34,6 +38,7 @@ from .._errors import (
     ObjectNotFoundError,
     PreconditionFailedError,
 )
+from .._fetch import check_requests
 from .._keys import normalize_list_prefix, validate_key
 from .._memory import slice_range
 from .._ranges import ByteRequest
@@ -53,8 +58,11 @@ from .._storage import (
 from .._sync import sync
 from ._errors import (
     ConflictError,
+    MergeConflictError,
     ReadOnlySessionError,
+    RepositoryError,
     RepositoryFormatError,
+    SessionPickleError,
     SessionStateError,
 )
 from ._format import (
@@ -68,9 +76,15 @@ from ._format import (
 )
 
 if TYPE_CHECKING:
+    from ..zarr import ZarrStore
     from ._repository import Repository
 
-__all__ = ["Session", "SessionStorage"]
+__all__ = ["JSONValue", "Session", "SessionStorage"]
+
+JSONValue: TypeAlias = (
+    str | int | float | bool | Sequence["JSONValue"] | Mapping[str, "JSONValue"] | None
+)
+"""What commit metadata may hold: it is stored as JSON."""
 
 
 class Session:
@@ -87,6 +101,7 @@ class Session:
         branch: str | None,
         snapshot_id: str,
         writable: bool,
+        fork_of: str | None = None,
     ) -> None:
         self._repo = repository
         self._branch = branch
@@ -97,8 +112,12 @@ class Session:
         self._lock = threading.Lock()
         self._committing = False
         self._manifest: Mapping[str, ManifestEntry] | None = None
+        # Forks only: the snapshot of the session forked (merge checks it), and the version
+        # each changed key had in the fork's base (None: absent), for the merge rule.
+        self._fork_of = fork_of
+        self._replaced: dict[str, str | None] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
+    def _state(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "repo": self._repo,
@@ -107,7 +126,21 @@ class Session:
                 "writable": self._writable,
                 "committed": self._committed,
                 "changes": dict(self._changes),
+                "fork_of": self._fork_of,
+                "replaced": dict(self._replaced),
             }
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not self.read_only and self._fork_of is None:
+            raise SessionPickleError(
+                "A writable session cannot be pickled (nor its storage, nor a ZarrStore over "
+                "it): a copy written in another process, such as a dask task, keeps its "
+                "changes, and the commit would silently miss them. Use session.fork() for a "
+                "picklable fork and session.merge(*forks) afterwards; for xarray use "
+                "icechunk_storage.xarray.to_icechunk(ds, session) instead of ds.to_zarr; to "
+                "read in workers, pickle repo.readonly_session(...)."
+            )
+        return self._state()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
@@ -115,20 +148,27 @@ class Session:
             branch=state["branch"],
             snapshot_id=state["snapshot_id"],
             writable=state["writable"],
+            fork_of=state["fork_of"],
         )
         self._committed = state["committed"]
         self._changes = state["changes"]
+        self._replaced = state["replaced"]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Session):
             return NotImplemented
-        return self.__getstate__() == other.__getstate__()
+        return self._state() == other._state()
 
     def __hash__(self) -> int:
         return hash((Session, self._branch, self._snapshot_id))
 
     def __repr__(self) -> str:
-        mode = "read-only" if self.read_only else f"writable on branch {self._branch!r}"
+        if self._fork_of is not None:
+            mode = f"fork of snapshot {self._fork_of} on branch {self._branch!r}"
+        elif self.read_only:
+            mode = "read-only"
+        else:
+            mode = f"writable on branch {self._branch!r}"
         return f"Session({mode}, snapshot {self._snapshot_id}, repository {self._repo!r})"
 
     # --- state -------------------------------------------------------------------------------
@@ -156,22 +196,148 @@ class Session:
         return self._repo
 
     @property
+    def is_fork(self) -> bool:
+        """True for a session made by :meth:`fork` (picklable, merged instead of committed)."""
+        return self._fork_of is not None
+
+    @property
     def storage(self) -> SessionStorage:
         """This session's key/value view as a :class:`Storage` (what the Zarr adapter wraps)."""
         return SessionStorage(self)
+
+    @property
+    def store(self) -> ZarrStore:
+        """A Zarr store over this session (needs the ``zarr`` extra): ``zarr.open(session.store)``
+        and ``xr.open_zarr(session.store)`` work as with Icechunk."""
+        from ..zarr import ZarrStore
+
+        return ZarrStore(SessionStorage(self))
+
+    # --- distributed writes ------------------------------------------------------------------
+
+    async def fork_async(self) -> Session:
+        """See :meth:`fork`."""
+        with self._lock:
+            self._check_writable()
+            if self._fork_of is not None:
+                raise SessionStateError(
+                    "A fork cannot be forked again; fork the session it came from."
+                )
+            changes = bool(self._changes)
+        base = self._snapshot_id
+        if changes:
+            # The fork starts from the session's current view: written once as an anonymous
+            # snapshot (in no index, garbage once unused), so each pickled fork stays small.
+            info = SnapshotInfo(
+                id=new_id(),
+                parent_id=self._snapshot_id,
+                written_at=now_ms(),
+                message=f"fork of a session on {self._snapshot_id}",
+                metadata={"icechunk_storage_fork": True},
+            )
+            await self._repo._write_snapshot(Snapshot(info=info, manifest=await self._view()))
+            base = info.id
+        return Session(
+            self._repo,
+            branch=self._branch,
+            snapshot_id=base,
+            writable=True,
+            fork_of=self._snapshot_id,
+        )
+
+    def fork(self) -> Session:
+        """A picklable child session for distributed writers (dask tasks, other processes).
+
+        The fork reads this session's current view (uncommitted changes included) and writes
+        on top of it. Ship it to workers, get the copies back (they carry their changes when
+        pickled), and fold them in with :meth:`merge`; then commit this session. A fork cannot
+        be committed itself. Chunk bytes go to storage at write time, so the storage must be
+        shared by the processes (local filesystem, S3 ...; not an in-memory storage).
+        """
+        return sync(self.fork_async(), name="Session.fork")
+
+    async def merge_async(self, *forks: Session) -> None:
+        """See :meth:`merge`."""
+        for fork in forks:
+            if fork is not self:
+                await self._merge_one(fork)
+
+    def merge(self, *forks: Session) -> None:
+        """Fold the changes of forks (made by :meth:`fork`, possibly pickled and changed in
+        other processes) into this session, one fork at a time.
+
+        The rule for a key changed by a fork: the change applies only over the value the fork
+        started from. If the key changed meanwhile in this session (another fork's change
+        merged first, or a write here after forking) to something else, that is a conflict:
+        :class:`MergeConflictError` names the keys and nothing of that fork is merged. The
+        same change arriving twice (copies of one fork) is merged once. Never "last wins".
+        """
+        sync(self.merge_async(*forks), name="Session.merge")
+
+    async def _merge_one(self, fork: Session) -> None:
+        if not isinstance(fork, Session) or fork._fork_of is None:
+            raise ConfigurationError(f"merge() takes forks made by Session.fork(), got {fork!r}.")
+        if fork._repo != self._repo:
+            if not self._repo._storage_is_shared():
+                raise RepositoryError(
+                    f"{fork!r} was pickled, and pickling copies an in-memory storage: its "
+                    f"chunks went to that copy, not to {self._repo.storage!r}. Forks that "
+                    "travel need a storage every process shares (local filesystem, S3 ...)."
+                )
+            raise ConfigurationError(f"{fork!r} is a fork of another repository's session.")
+        mine = self._fork_of if self._fork_of is not None else self._snapshot_id
+        if fork._fork_of != mine or (
+            self._fork_of is not None and fork._snapshot_id != self._snapshot_id
+        ):
+            raise SessionStateError(
+                f"{fork!r} was not forked from this session (or this session was committed "
+                "since): merge forks into the session they were forked from."
+            )
+        theirs_base = await fork._base_manifest()
+        base = await self._base_manifest()
+        with fork._lock:
+            incoming = dict(fork._changes)
+            replaced = dict(fork._replaced)
+        for key in incoming:
+            if key not in replaced:
+                entry = theirs_base.get(key)
+                replaced[key] = None if entry is None else entry.version
+        with self._lock:
+            self._check_writable()
+            conflicts: list[str] = []
+            apply: list[str] = []
+            for key, entry in incoming.items():
+                current = self._changes[key] if key in self._changes else base.get(key)
+                if current == entry:
+                    continue  # the same change, already here
+                if (None if current is None else current.version) == replaced[key]:
+                    apply.append(key)
+                else:
+                    conflicts.append(key)
+            if conflicts:
+                raise MergeConflictError(sorted(conflicts))
+            for key in apply:
+                entry = incoming[key]
+                if entry is None and key not in base:
+                    self._changes.pop(key, None)
+                else:
+                    self._changes[key] = entry
+                if self._fork_of is not None:
+                    self._replaced.setdefault(key, replaced[key])
 
     def discard_changes(self) -> None:
         """Forget every uncommitted change (chunk objects already written become garbage)."""
         with self._lock:
             self._check_writable()
             self._changes.clear()
+            self._replaced.clear()
 
     # --- commit ------------------------------------------------------------------------------
 
     async def commit_async(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
@@ -188,6 +354,11 @@ class Session:
             ) from None
         with self._lock:
             self._check_writable()
+            if self._fork_of is not None:
+                raise SessionStateError(
+                    "A fork cannot be committed: merge it into the session it was forked from "
+                    "(session.merge(fork)) and commit that session."
+                )
             if self._committing:
                 raise SessionStateError("A commit of this session is already running.")
             if not self._changes and not allow_empty:
@@ -205,7 +376,7 @@ class Session:
     def commit(
         self,
         message: str,
-        metadata: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, JSONValue] | None = None,
         *,
         allow_empty: bool = False,
     ) -> str:
@@ -240,7 +411,14 @@ class Session:
         )
         await repo._write_snapshot(Snapshot(info=info, manifest=manifest))
 
-        def move_branch(repo_info: RepoInfo) -> RepoInfo:
+        def move_branch(repo_info: RepoInfo) -> RepoInfo | None:
+            if info.id in repo_info.snapshots:
+                # Our snapshot is in the index: an earlier attempt landed although it looked
+                # failed (lost response, timeout), and others committed on top since. The id
+                # is fresh and random, and only this update adds it (moving the branch with
+                # it), so this is proof, not a guess: reporting a conflict would make the
+                # caller commit the same changes twice.
+                return None
             tip = repo_info.branches.get(branch)
             if tip != parent:
                 raise ConflictError(branch, parent, tip)
@@ -405,9 +583,7 @@ class SessionStorage(Storage):
         max_concurrency: int | None = None,
     ) -> list[ReadData | None]:
         listed = list(requests)
-        for key, byte_range in listed:
-            validate_key(key)
-            check_byte_request(byte_range)
+        check_requests(listed)
         view = await self._session._view()
         results: list[ReadData | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)
@@ -467,6 +643,9 @@ class SessionStorage(Storage):
             session._check_writable()
             current = session._changes[key] if key in session._changes else base.get(key)
             self._check_mode(key, mode, current)
+            if session._fork_of is not None and key not in session._replaced:
+                original = base.get(key)  # what the fork started from
+                session._replaced[key] = None if original is None else original.version
             if entry is None and key not in base:
                 session._changes.pop(key, None)
             else:

@@ -6,8 +6,8 @@ lazily on first use:
 * one aiohttp ``ClientSession`` (one connection pool, sized to the process-wide request
   limit), used by aiobotocore, which is handed a session class that reuses it instead of
   opening a pool of its own, and by the lean GET path when a proxy is configured;
-* one :class:`~._http.HttpPool` (keep-alive connections of our own HTTP/1.1 GET client),
-  used by the lean GET path without a proxy: bodies land in the caller's buffer;
+* the :class:`~.._transport.TransportConfig` of the lean GET path, which reads through the
+  shared transport (``_transport``: our HTTP/1.1 client, or aiohttp behind a proxy);
 * the aiobotocore client, with botocore's retries off (our retry loop is the only one),
   checksums only when required or asked for, custom headers added before signing, and the
   endpoint and addressing style taken from :class:`S3Location` so both paths agree;
@@ -33,20 +33,20 @@ import inspect
 import os
 import ssl
 import threading
-import urllib.request
 import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import attrs
 
 from .._errors import AuthenticationError
 from .._limits import get_max_concurrent_requests
+from .._loops import shut_down_at_exit
+from .._transport import Transport, TransportConfig, get_transport, proxy_for
+from .._transport._tls import ssl_context as ssl_context_for
 from ._auth import CredentialSource, FrozenCredentials
 from ._errors import S3ErrorContext, s3_errors
 from ._headers import RequestHeaders
-from ._http import HttpPool
 from ._location import S3Location, resolve_location
 from ._sigv4 import SigV4Signer
 
@@ -75,12 +75,13 @@ class ClientSettings:
     connect_timeout: float | None
     read_timeout: float | None
     headers: RequestHeaders
+    attempt_timeout: float | None = None
 
 
 _loader_lock = threading.Lock()
 _loader: Any = None
 _ssl_lock = threading.Lock()
-_ssl_contexts: dict[str | None, ssl.SSLContext] = {}
+_ca_bundles: dict[None, str | None] = {}
 
 
 def _shared_loader() -> Any:
@@ -97,29 +98,18 @@ def _shared_loader() -> Any:
         return _loader
 
 
-def _ssl_context() -> ssl.SSLContext:
-    """The TLS context for HTTPS endpoints: ``AWS_CA_BUNDLE`` or botocore's CA bundle."""
+def _ca_bundle() -> str | None:
+    """The CA bundle for HTTPS endpoints: ``AWS_CA_BUNDLE``, else botocore's (certifi)."""
     bundle = os.environ.get("AWS_CA_BUNDLE") or None
+    if bundle is not None:
+        return bundle
     with _ssl_lock:
-        context = _ssl_contexts.get(bundle)
-        if context is None:
-            cafile = bundle
-            if cafile is None:
-                from botocore.httpsession import get_cert_path
+        if None not in _ca_bundles:
+            from botocore.httpsession import get_cert_path
 
-                found = get_cert_path(True)
-                cafile = found if isinstance(found, str) else None
-            context = ssl.create_default_context(cafile=cafile)
-            _ssl_contexts[bundle] = context
-        return context
-
-
-def _proxy_for(scheme: str, host: str) -> str | None:
-    """The proxy the environment asks for (what aiobotocore would use), or None."""
-    proxy = urllib.request.getproxies().get(scheme)
-    if proxy and urllib.request.proxy_bypass(host.split(":", maxsplit=1)[0]):
-        return None
-    return proxy or None
+            found = get_cert_path(True)
+            _ca_bundles[None] = found if isinstance(found, str) else None
+        return _ca_bundles[None]
 
 
 @functools.cache
@@ -185,23 +175,17 @@ class _Pool:
 
     def __init__(self) -> None:
         self.http: aiohttp.ClientSession | None = None
-        self.fast: HttpPool | None = None
         self.client_context: ClientCreatorContext[S3Client] | None = None
 
     async def aclose(self) -> None:
         context, self.client_context = self.client_context, None
         http, self.http = self.http, None
-        fast, self.fast = self.fast, None
         try:
             if context is not None:
                 await context.__aexit__(None, None, None)
         finally:
-            try:
-                if fast is not None:
-                    await fast.aclose()
-            finally:
-                if http is not None:
-                    await http.close()
+            if http is not None:
+                await http.close()
 
 
 async def _close_at_loop_shutdown(pool: _Pool) -> AsyncGenerator[None, None]:
@@ -247,8 +231,9 @@ class LoopClients:
         self._closer: AsyncGenerator[None, None] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self.http: aiohttp.ClientSession | None = None
-        self.fast: HttpPool | None = None  # the lean GET path's pool; None behind a proxy
         self.location: S3Location | None = None
+        self.transport: TransportConfig | None = None
+        self._http_transport: Transport | None = None
         self.signer: SigV4Signer | None = None
         self.proxy: str | None = None
         self.region: str | None = None
@@ -276,16 +261,15 @@ class LoopClients:
         return str(configured) if configured else FALLBACK_REGION
 
     async def ready(self) -> None:
-        """Build the connection pool, location and signer (once per loop)."""
-        if self.http is None:
+        """Resolve the location and signer, and the transport of the lean GET path (once
+        per loop). Builds no SDK client and no connection: the first read is cheap."""
+        if self.location is None:
             async with self._lock:
                 await self._ready_locked()
 
     async def _ready_locked(self) -> None:
-        if self.http is not None:
+        if self.location is not None:
             return
-        import aiohttp
-
         region = self._resolve_region()
         location = resolve_location(
             self.settings.bucket,
@@ -293,9 +277,36 @@ class LoopClients:
             region,
             self.settings.force_path_style,
         )
+        ca_bundle = await asyncio.to_thread(_ca_bundle) if location.scheme == "https" else None
+        self.proxy = proxy_for(location.origin)
+        self.transport = TransportConfig(
+            origin=location.origin,
+            connect_timeout=self.settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+            stream_timeout=self.settings.read_timeout,
+            attempt_timeout=self.settings.attempt_timeout,
+            ca_bundle=ca_bundle,
+            proxy=self.proxy,
+        )
+        self.region = region
+        self.signer = SigV4Signer(region)
+        self.location = location
+
+    def http_transport(self) -> Transport:
+        """The lean GET path's transport in this loop (kept here: one lookup per loop)."""
+        transport = self._http_transport
+        if transport is None or transport.closed:
+            assert self.transport is not None
+            transport = self._http_transport = get_transport(self.transport)
+        return transport
+
+    async def _open_pool(self) -> None:
+        """The aiohttp session aiobotocore sends through, closed with the loop."""
+        import aiohttp
+
+        assert self.transport is not None
         ssl_context: ssl.SSLContext | bool = True
-        if location.scheme == "https":
-            ssl_context = await asyncio.to_thread(_ssl_context)
+        if self.transport.scheme == "https":
+            ssl_context = ssl_context_for(self.transport.ca_bundle)
         connector = aiohttp.TCPConnector(
             limit=get_max_concurrent_requests(),
             ssl=ssl_context,
@@ -313,33 +324,15 @@ class LoopClients:
             skip_auto_headers={"Content-Type"},
             auto_decompress=False,  # objects are returned byte for byte, gzip or not
         )
-        proxy = _proxy_for(location.scheme, location.host)
-        fast = None
-        if proxy is None:
-            origin = urlsplit(location.origin)
-            fast = HttpPool(
-                scheme=location.scheme,
-                host=origin.hostname or "",
-                port=origin.port,
-                ssl_context=ssl_context if isinstance(ssl_context, ssl.SSLContext) else None,
-                connect_timeout=self.settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-                read_timeout=self.settings.read_timeout,
-                keepalive=KEEPALIVE_SECONDS,
-            )
         self._pool = pool = _Pool()
         pool.http = http
-        pool.fast = fast
         closer = _close_at_loop_shutdown(pool)
         await closer.__anext__()
         self._closer = closer
+        shut_down_at_exit(asyncio.get_running_loop())  # e.g. zarr's loop: see _loops
         loop_ref = weakref.ref(asyncio.get_running_loop())
         self._finalizer = weakref.finalize(self, _close_soon, loop_ref, closer)
         self._finalizer.atexit = False
-        self.region = region
-        self.location = location
-        self.signer = SigV4Signer(region)
-        self.proxy = proxy
-        self.fast = fast
         self.http = http
 
     async def client(self) -> S3Client:
@@ -349,6 +342,8 @@ class LoopClients:
         async with self._lock:
             if self._s3 is None:
                 await self._ready_locked()
+                if self.http is None:
+                    await self._open_pool()
                 self._s3 = await self._create_client()
         return self._s3
 
@@ -438,7 +433,6 @@ class LoopClients:
                 self._finalizer.detach()
                 self._finalizer = None
             self.http = None
-            self.fast = None
             self._s3 = None
             if closer is not None:
                 await closer.aclose()  # closes the pool

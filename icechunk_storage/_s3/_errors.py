@@ -23,6 +23,7 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionLostError,
+    MultipartUploadVanishedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -82,12 +83,6 @@ SERVER_CODES = frozenset(
     {"InternalError", "InternalServerError", "ServiceUnavailable", "PriorRequestNotComplete"}
 )
 REDIRECT_CODES = frozenset({"PermanentRedirect", "TemporaryRedirect", "IncorrectEndpoint"})
-
-
-class MultipartUploadVanishedError(StorageError):
-    """CompleteMultipartUpload found no upload: the shape of a completion whose response was
-    lost (the retry finds the upload already completed). Only a read-back of our own write
-    id can turn it into success (reference §2.4)."""
 
 
 class S3ErrorContext:

@@ -37,7 +37,7 @@ class ChecksumAlgorithm(enum.Enum):
         return self.name.upper()
 
 
-def _to_checksum(value: Any) -> ChecksumAlgorithm | None:
+def _to_checksum(value: ChecksumAlgorithm | str | None) -> ChecksumAlgorithm | None:
     if value is None or isinstance(value, ChecksumAlgorithm):
         return value
     if isinstance(value, str):

@@ -36,41 +36,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
+from .._backend import BaseStorage, ListPage, WriteMode
 from .._credentials import AnyS3Credential, S3Credentials
 from .._errors import (
     ConfigurationError,
-    ConnectionLostError,
     PreconditionFailedError,
-    StorageError,
 )
-from .._fetch import first_error
+from .._extras import require_extra
 from .._ranges import (
     ByteRequest,
     OffsetByteRequest,
     RangeByteRequest,
     SuffixByteRequest,
-    resolve_range,
     split_for_multipart,
 )
 from .._settings import StorageSettings
-from .._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from .._storage import Data, GetResult, ObjectInfo, VersionInfo
+from .._transport import Request, aclose_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import USER_AGENT, ClientSettings, LoopClients
 from ._errors import (
-    MultipartUploadVanishedError,
     S3ErrorContext,
     error_for_status,
     parse_error_body,
     s3_errors,
 )
 from ._headers import HeaderPairs, RequestHeaders, resolve_request_headers, validate_headers
-from ._http import BodyCutShort, BodyTooLarge, HttpPool, TLSSetupError, request_head
 from ._location import S3Location
 from ._options import ChecksumAlgorithm, S3Options
 from ._sigv4 import SigV4Signer
@@ -86,8 +81,8 @@ __all__ = ["S3Storage", "build_get_request"]
 
 T = TypeVar("T")
 
-_HTTP_EXTRA_HEADERS = f"User-Agent: {USER_AGENT}\r\nAccept-Encoding: identity\r\n"
-"""What the aiohttp session adds to every lean GET, so both transports send the same."""
+_UNSIGNED_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+"""Added to every lean GET after signing, as the aiobotocore path sends them."""
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -155,6 +150,7 @@ class S3Storage(BaseStorage):
         forced_headers: tuple[HeaderPairs, HeaderPairs] = ((), ()),
     ) -> None:
         super().__init__(prefix=prefix, settings=settings, read_only=read_only)
+        require_extra("s3", f"{provider}_storage")
         if not isinstance(bucket, str) or not bucket or "/" in bucket or bucket != bucket.strip():
             raise ConfigurationError(
                 f"bucket must be a non-empty bucket name without '/' or surrounding spaces, "
@@ -260,6 +256,7 @@ class S3Storage(BaseStorage):
         timeouts = self.settings.timeouts
         connect_ms = timeouts.connect_timeout_ms if timeouts else None
         read_ms = timeouts.read_timeout_ms if timeouts else None
+        attempt_ms = timeouts.operation_attempt_timeout_ms if timeouts else None
         reads = [t for t in (self._options.stream_timeout,) if t is not None]
         if read_ms is not None:
             reads.append(read_ms / 1000)
@@ -272,11 +269,12 @@ class S3Storage(BaseStorage):
             connect_timeout=connect_ms / 1000 if connect_ms is not None else None,
             read_timeout=min(reads) if reads else None,
             headers=self._headers,
+            attempt_timeout=attempt_ms / 1000 if attempt_ms is not None else None,
         )
 
     async def _clients(self) -> LoopClients:
         clients = self._loops.get()
-        if clients.http is None:
+        if clients.location is None:
             await clients.ready()
         return clients
 
@@ -286,6 +284,8 @@ class S3Storage(BaseStorage):
     async def _aclose(self) -> None:
         clients = self._loops.pop()
         if clients is not None:
+            if clients.transport is not None:
+                await aclose_transport(clients.transport)
             await clients.aclose()
         if self._source is not None and not self._loops.items():
             await self._source.aclose()
@@ -316,7 +316,7 @@ class S3Storage(BaseStorage):
     ) -> S3ErrorContext:
         return S3ErrorContext(
             operation,
-            path,
+            self._key(path),  # errors name the user's key, relative to the prefix
             self._bucket,
             mode=None if mode == "overwrite" else mode,
             expected=expected,
@@ -341,18 +341,21 @@ class S3Storage(BaseStorage):
         byte_range: ByteRequest | None,
         if_none_match: str | None = None,
         into: memoryview | None = None,
-    ) -> tuple[GetResult | None, int]:
-        """One signed GET; the body is read here, so a failure mid-body is retried whole.
+    ) -> tuple[GetResult | None, int, int | None]:
+        """One signed GET through the shared transport; the body is read here, so a
+        failure mid-body is retried whole.
 
-        Returns ``(result, bytes written into into)``; result None means 304 Not Modified.
+        Returns ``(result, bytes written into into, object size)``; result None means
+        304 Not Modified.
         """
         clients = await self._clients()
-        location, signer = clients.location, clients.signer
+        location, signer, config = clients.location, clients.signer, clients.transport
         assert location is not None
         assert signer is not None
+        assert config is not None
         context = self._context(operation, path)
         credentials = await self._signing_credentials(clients)
-        uri, headers = _get_request(
+        target, headers = _get_request(
             location,
             signer,
             self._read_headers,
@@ -361,128 +364,40 @@ class S3Storage(BaseStorage):
             if_none_match=if_none_match,
             credentials=credentials,
         )
-        if clients.fast is not None:
-            return await self._fast_get(
-                clients.fast,
-                context,
-                uri,
-                headers,
-                byte_range=byte_range,
-                if_none_match=if_none_match,
-                into=into,
+        headers.update(_UNSIGNED_HEADERS)
+        with s3_errors(context):
+            response = await clients.http_transport().read(
+                Request("GET", target, headers), byte_range, what=context.describe(), into=into
             )
-        return await self._aiohttp_get(
-            clients,
-            context,
-            location.origin + uri,
-            headers,
-            byte_range=byte_range,
-            if_none_match=if_none_match,
-            into=into,
-        )
-
-    async def _fast_get(
-        self,
-        pool: HttpPool,
-        context: S3ErrorContext,
-        uri: str,
-        headers: dict[str, str],
-        *,
-        byte_range: ByteRequest | None,
-        if_none_match: str | None,
-        into: memoryview | None,
-    ) -> tuple[GetResult | None, int]:
-        """The lean GET over our own client (``_http.py``): a 206 body lands in ``into``."""
-        with s3_errors(context):
-            try:
-                head = request_head(uri, headers, _HTTP_EXTRA_HEADERS)
-            except ValueError as exc:
-                raise ConfigurationError(f"{context.describe()} failed: {exc}.") from None
-            try:
-                async with self._attempt_timeout():
-                    response = await pool.get(head, into)
-            except BodyCutShort as exc:
-                raise ConnectionLostError(
-                    f"{context.describe()} failed: the response body was cut short ({exc})."
-                ) from exc
-            except BodyTooLarge as exc:
-                raise StorageError(
-                    f"{context.describe()}: the server sent more bytes than the range asked "
-                    f"for ({exc})."
-                ) from exc
-            except TLSSetupError as exc:
-                raise StorageError(f"{context.describe()} failed: TLS error ({exc}).") from exc
-            status = response.status
-            if status in (200, 206):
-                version = VersionInfo(etag=response.headers.get("etag"))
-                if response.written >= 0:
-                    return GetResult(b"", version), response.written
-                return _body_result(response.body, status, byte_range, version, into)
-            if status == 304 and if_none_match is not None:
-                return None, 0
-            code, message = parse_error_body(bytes(response.body))
-            raise error_for_status(status, code, message, context, response.headers)
-
-    async def _aiohttp_get(
-        self,
-        clients: LoopClients,
-        context: S3ErrorContext,
-        url: str,
-        headers: dict[str, str],
-        *,
-        byte_range: ByteRequest | None,
-        if_none_match: str | None,
-        into: memoryview | None,
-    ) -> tuple[GetResult | None, int]:
-        """The lean GET over aiohttp: used behind an HTTP(S) proxy."""
-        http = clients.http
-        assert http is not None
-        import yarl
-
-        target = yarl.URL(url, encoded=True)
-        with s3_errors(context):
-            async with (
-                self._attempt_timeout(),
-                http.get(target, headers=headers, proxy=clients.proxy, allow_redirects=False) as r,
-            ):
-                status = r.status
-                if status in (200, 206):
-                    version = VersionInfo(etag=r.headers.get("ETag"))
-                    if into is not None and status == 206:
-                        written = 0
-                        async for piece in r.content.iter_any():
-                            end = written + len(piece)
-                            if end > len(into):
-                                raise StorageError(
-                                    f"{context.describe()}: the server sent more bytes than "
-                                    "the range asked for."
-                                )
-                            into[written:end] = piece
-                            written = end
-                        return GetResult(b"", version), written
-                    data = await r.read()
-                    return _body_result(data, status, byte_range, version, into)
-                if status == 304 and if_none_match is not None:
-                    return None, 0
-                body = await r.read()
-                code, message = parse_error_body(body)
-                raise error_for_status(status, code, message, context, r.headers)
+        status = response.status
+        if status in (200, 206):
+            result = GetResult(response.body, VersionInfo(etag=response.headers.get("etag")))
+            written = response.written if response.written >= 0 else len(response.body)
+            return result, written, response.total
+        if status == 304 and if_none_match is not None:
+            return None, 0, None
+        code, message = parse_error_body(bytes(response.body))
+        raise error_for_status(status, code, message, context, response.headers)
 
     async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _ = await self._lean_get("get", path, byte_range)
+        result, _, _ = await self._lean_get("get", path, byte_range)
         assert result is not None
         return result
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         part = RangeByteRequest(start, start + len(out))
-        result, written = await self._lean_get("get", path, part, into=out)
+        result, written, total = await self._lean_get("get", path, part, into=out)
         assert result is not None
-        return result.version, written
+        return result.version, written, total
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         if version.etag is None:
             return await self._get_object(path, None)
-        result, _ = await self._lean_get("get_if_changed", path, None, if_none_match=version.etag)
+        result, _, _ = await self._lean_get(
+            "get_if_changed", path, None, if_none_match=version.etag
+        )
         return result
 
     # --- aiobotocore requests ------------------------------------------------------------
@@ -550,126 +465,77 @@ class S3Storage(BaseStorage):
         )
         return VersionInfo(etag=response.get("ETag"))
 
-    async def _put_multipart(
+    # --- uploads in parts: the base runs these steps, each one request ---------------------
+
+    def _multipart_ranges(self, size: int) -> list[tuple[int, int]]:
+        """Equal parts but the last, within S3's limits: at least 5 MiB but the last, at most
+        5 GiB, at most 10,000 parts."""
+        max_parts, ideal = self.settings.effective_concurrency
+        limit = min(max_parts, MAX_PARTS, max(1, size // MIN_PART_SIZE))
+        limit = max(limit, -(-size // MAX_PART_SIZE))
+        return split_for_multipart(size, ideal, limit)
+
+    async def _multipart_start(
+        self, path: str, mode: WriteMode, content_type: str | None, metadata: Mapping[str, str]
+    ) -> str:
+        params = self._write_params(path, content_type, metadata)
+        created = await self._request(
+            self._context("create_multipart", path),
+            lambda c: c.create_multipart_upload(**params),
+        )
+        return str(created["UploadId"])
+
+    async def _multipart_part(
+        self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
+    ) -> object:
+        params: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": path,
+            "UploadId": upload,
+            "PartNumber": number,
+            "Body": bytes(body),  # botocore reads the body as a stream: a copy per attempt
+        }
+        checksum = self._checksum
+        if checksum is not None:
+            params["ChecksumAlgorithm"] = checksum.wire_name
+        response = await self._request(
+            self._context("upload_part", path), lambda c: c.upload_part(**params)
+        )
+        part: dict[str, Any] = {"ETag": _strip_quotes(response["ETag"]), "PartNumber": number}
+        if checksum is not None:
+            fields: Mapping[str, Any] = response
+            value = fields.get(f"Checksum{checksum.wire_name}")
+            if value:
+                part[f"Checksum{checksum.wire_name}"] = value
+        return part
+
+    async def _multipart_complete(
         self,
         path: str,
-        data: Data,
+        upload: str,
+        parts: list[object],
         mode: WriteMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
-        """CreateMultipartUpload, parts concurrently, then Complete with the condition.
-
-        Every step runs through ``_call`` (retried, under the request limit). Any failure
-        aborts the upload, so none is left behind. A Complete that finds the upload gone
-        (its first response was lost) is resolved by reading back our write id.
-        """
-        key = self._key(path)
-        metadata = dict(metadata)
-        if self.settings.use_metadata and WRITE_ID_METADATA_KEY not in metadata:
-            metadata[WRITE_ID_METADATA_KEY] = uuid.uuid4().hex
-        write_id = metadata.get(WRITE_ID_METADATA_KEY)
-        condition = self._condition(path, mode)
-        create_params = self._write_params(path, content_type, metadata)
-        created = await self._call(
-            "put",
-            key,
-            lambda: self._request(
-                self._context("create_multipart", path),
-                lambda c: c.create_multipart_upload(**create_params),
-            ),
+        complete: dict[str, Any] = {
+            "Bucket": self._bucket,
+            "Key": path,
+            "UploadId": upload,
+            "MultipartUpload": {"Parts": parts},
+            **self._condition(path, mode),
+        }
+        response = await self._request(
+            self._context("complete_multipart", path, mode=mode),
+            lambda c: c.complete_multipart_upload(**complete),
         )
-        upload_id = created["UploadId"]
-        try:
-            parts = await self._upload_parts(key, path, upload_id, data)
-            complete: dict[str, Any] = {
-                "Bucket": self._bucket,
-                "Key": path,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-                **condition,
-            }
-            response = await self._call(
-                "put",
-                key,
-                lambda: self._request(
-                    self._context("complete_multipart", path, mode=mode),
-                    lambda c: c.complete_multipart_upload(**complete),
-                ),
-            )
-            return VersionInfo(etag=response.get("ETag"))
-        except MultipartUploadVanishedError:
-            if write_id is not None:
-                version = await self._readback(path, write_id)
-                if version is not None:
-                    return version
-            await asyncio.shield(self._abort_upload(key, path, upload_id))
-            raise
-        except BaseException:
-            await asyncio.shield(self._abort_upload(key, path, upload_id))
-            raise
+        return VersionInfo(etag=response.get("ETag"))
 
-    async def _upload_parts(
-        self, key: str, path: str, upload_id: str, data: Data
-    ) -> list[dict[str, Any]]:
-        size = len(data)
-        max_parts, ideal = self.settings.effective_concurrency
-        limit = min(max_parts, MAX_PARTS, max(1, size // MIN_PART_SIZE))
-        limit = max(limit, -(-size // MAX_PART_SIZE))
-        ranges = split_for_multipart(size, ideal, limit)
-        view = memoryview(data).cast("B")
-        parts: list[dict[str, Any]] = [{} for _ in ranges]
-        checksum = self._checksum
-
-        async def upload(index: int, start: int, end: int) -> None:
-            params: dict[str, Any] = {
-                "Bucket": self._bucket,
-                "Key": path,
-                "UploadId": upload_id,
-                "PartNumber": index + 1,
-            }
-            if checksum is not None:
-                params["ChecksumAlgorithm"] = checksum.wire_name
-
-            async def attempt() -> Any:
-                body = bytes(view[start:end])  # a fresh body per attempt
-                return await self._request(
-                    self._context("upload_part", path),
-                    lambda c: c.upload_part(Body=body, **params),
-                )
-
-            response = await self._call("put", key, attempt)
-            part: dict[str, Any] = {
-                "ETag": _strip_quotes(response["ETag"]),
-                "PartNumber": index + 1,
-            }
-            if checksum is not None:
-                field = f"Checksum{checksum.wire_name}"
-                if response.get(field):
-                    part[field] = response[field]
-            parts[index] = part
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, (start, end) in enumerate(ranges):
-                    group.create_task(upload(index, start, end))
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        return parts
-
-    async def _abort_upload(self, key: str, path: str, upload_id: str) -> None:
-        """Best effort: a failed abort leaves an upload that a lifecycle rule must clean."""
-        with contextlib.suppress(StorageError):
-            await self._call(
-                "abort_multipart",
-                key,
-                lambda: self._request(
-                    self._context("abort_multipart", path),
-                    lambda c: c.abort_multipart_upload(
-                        Bucket=self._bucket, Key=path, UploadId=upload_id
-                    ),
-                ),
-            )
+    async def _multipart_abort(self, path: str, upload: str) -> None:
+        await self._request(
+            self._context("abort_multipart", path),
+            lambda c: c.abort_multipart_upload(Bucket=self._bucket, Key=path, UploadId=upload),
+        )
 
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None
@@ -695,8 +561,8 @@ class S3Storage(BaseStorage):
         return VersionInfo(etag=(response.get("CopyObjectResult") or {}).get("ETag"))
 
     async def _list_page(
-        self, path_prefix: str, token: str | None, delimiter: str | None
-    ) -> Mapping[str, Any]:
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
         params: dict[str, Any] = {
             "Bucket": self._bucket,
             "Prefix": path_prefix,
@@ -706,33 +572,15 @@ class S3Storage(BaseStorage):
             params["ContinuationToken"] = token
         if delimiter is not None:
             params["Delimiter"] = delimiter
-        return await self._request(
+        page = await self._request(
             self._context("list", path_prefix), lambda c: c.list_objects_v2(**params)
         )
-
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        token: str | None = None
-        while True:
-            page = await self._call(
-                "list", path_prefix, functools.partial(self._list_page, path_prefix, token, None)
-            )
-            for item in page.get("Contents") or ():
-                yield _object_info(item)
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        token: str | None = None
-        while True:
-            page = await self._list_page(path_prefix, token, "/")
-            objects.extend(_object_info(item) for item in page.get("Contents") or ())
-            prefixes.extend(p["Prefix"] for p in page.get("CommonPrefixes") or ())
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return ListResult(objects=objects, prefixes=prefixes)
+        next_token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        return ListPage(
+            objects=[_object_info(item) for item in page.get("Contents") or ()],
+            prefixes=[p["Prefix"] for p in page.get("CommonPrefixes") or ()],
+            next_token=next_token or None,
+        )
 
     async def _delete_objects(
         self, paths: list[str]
@@ -815,25 +663,6 @@ def _get_request(
             timestamp=timestamp,
         )
     return uri, headers
-
-
-def _body_result(
-    data: bytes | bytearray,
-    status: int,
-    byte_range: ByteRequest | None,
-    version: VersionInfo,
-    into: memoryview | None,
-) -> tuple[GetResult, int]:
-    """A 200/206 body read into memory: cut out the range a server ignored, copy into ``into``."""
-    if status == 200 and byte_range is not None:
-        # The server ignored the Range header: cut the range out ourselves.
-        start, end = resolve_range(byte_range, len(data))
-        data = data if (start, end) == (0, len(data)) else data[start:end]
-    if into is not None:
-        written = min(len(data), len(into))
-        into[:written] = memoryview(data)[:written]
-        return GetResult(b"", version), written
-    return GetResult(data, version), len(data)
 
 
 def _aware(value: Datetime | None) -> Datetime | None:

@@ -1,4 +1,4 @@
-"""The lean GET path's own HTTP/1.1 client (``icechunk_storage/_s3/_http.py``).
+"""The lean transport (``icechunk_storage/_transport/_lean.py``) under S3 reads.
 
 Against a scripted server in the test's event loop (127.0.0.1, stopped by the fixture):
 keep-alive reuse, ``Connection: close``, stale connections, bodies cut short, too long or
@@ -29,7 +29,6 @@ from icechunk_storage import (
     RetriesExhaustedError,
     S3Storage,
     StorageConcurrencySettings,
-    StorageError,
     StorageRetriesSettings,
     StorageSettings,
     StorageTimeoutError,
@@ -37,8 +36,11 @@ from icechunk_storage import (
     SuffixByteRequest,
     s3_storage,
 )
-from icechunk_storage._s3 import _http
-from icechunk_storage._s3._http import HttpPool, request_head
+from icechunk_storage._errors import ResponseIntegrityError, TLSVerificationError
+from icechunk_storage._transport import Request as HttpRequest
+from icechunk_storage._transport import _lean, get_transport, peek_transport
+from icechunk_storage._transport._aiohttp import AiohttpTransport
+from icechunk_storage._transport._lean import LeanTransport, request_head
 
 pytestmark = pytest.mark.s3
 
@@ -224,11 +226,13 @@ def make(url: str, **kwargs: Any) -> S3Storage:
     return s3_storage(**arguments)
 
 
-def fast_pool(storage: S3Storage) -> HttpPool:
+def fast_pool(storage: S3Storage) -> LeanTransport:
     clients = storage._loops.peek()
     assert clients is not None
-    assert clients.fast is not None
-    return clients.fast
+    assert clients.transport is not None
+    transport = get_transport(clients.transport)
+    assert isinstance(transport, LeanTransport)
+    return transport
 
 
 def range_from(start: int) -> Callable[[Request], bool]:
@@ -306,7 +310,7 @@ async def test_the_pool_is_closed_by_aclose_and_rebuilt_per_loop(server: FakeS3)
     assert fast_pool(storage) is not pool
     assert server.connections == 2
 
-    other: list[HttpPool] = []
+    other: list[LeanTransport] = []
 
     def in_another_loop() -> None:
         async def work() -> None:
@@ -331,19 +335,20 @@ async def test_a_ranged_body_lands_in_the_callers_buffer(
 ) -> None:
     mine = bytearray(b"\xee" * 250_000)
     handed_out: list[object] = []
-    original = _http._Connection.get_buffer
+    original = _lean._Connection.get_buffer
 
     def get_buffer(self: Any, sizehint: int) -> memoryview:
         buffer = original(self, sizehint)
         handed_out.append(buffer.obj)
         return buffer
 
-    monkeypatch.setattr(_http._Connection, "get_buffer", get_buffer)
+    monkeypatch.setattr(_lean._Connection, "get_buffer", get_buffer)
     async with make(server.url) as storage:
         view = memoryview(mine)
-        version, written = await storage._read_into("big", 1_000, view[100:200_100])
+        version, written, total = await storage._read_into("big", 1_000, view[100:200_100])
         view.release()
     assert written == 200_000
+    assert total == len(BIG)
     assert version.etag == f'"etag-{len(BIG)}"'
     assert mine[100:200_100] == BIG[1_000:201_000]
     assert mine[:100] == b"\xee" * 100
@@ -382,30 +387,42 @@ async def test_a_body_cut_short_is_read_again(server: FakeS3) -> None:
     assert len([r for r in server.requests if r.range == (100_000, 200_000)]) == 2
 
 
-async def test_a_range_answered_with_more_bytes_is_an_error(server: FakeS3) -> None:
+async def test_a_range_answered_with_more_bytes_is_retried_then_an_error(
+    server: FakeS3,
+) -> None:
     async def too_long(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
-        writer.write(http_response(206, BIG[:150_000]))
+        headers = {"Content-Range": f"bytes 0-149999/{len(BIG)}"}
+        writer.write(http_response(206, BIG[:150_000], headers))
         await writer.drain()
         return True
 
     async with make(server.url, settings=split(100_000)) as storage:
-        server.script(range_from(0), too_long)
-        with pytest.raises(StorageError, match="more bytes than the range asked for") as raised:
+        server.script(range_from(0), too_long, times=10)
+        with pytest.raises(RetriesExhaustedError) as raised:
             await storage.get("big", RangeByteRequest(0, 300_000))
-        assert not isinstance(raised.value, RetriesExhaustedError)  # not retried
-    assert len([r for r in server.requests if r.range == (0, 100_000)]) == 1
+        cause = raised.value.__cause__
+        assert isinstance(cause, ResponseIntegrityError)
+        assert "bytes=0-99999" in str(cause)  # what was asked for
+        assert "bytes 0-149999/300000" in str(cause)  # and what arrived
+    assert len([r for r in server.requests if r.range == (0, 100_000)]) == RETRIES.max_tries
 
 
-async def test_a_range_answered_with_fewer_bytes_is_a_short_read(server: FakeS3) -> None:
+async def test_a_short_middle_part_is_read_again_never_returned_short(server: FakeS3) -> None:
     async def short(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
-        writer.write(http_response(206, BIG[100_000:150_000], {"ETag": f'"etag-{len(BIG)}"'}))
+        # A cache that cut the part: a 206 for less than asked, while the object goes on.
+        headers = {"ETag": f'"etag-{len(BIG)}"', "Content-Range": f"bytes 100000-149999/{len(BIG)}"}
+        writer.write(http_response(206, BIG[100_000:150_000], headers))
         await writer.drain()
         return True
 
     async with make(server.url, settings=split(100_000)) as storage:
         server.script(range_from(100_000), short)
         result = await storage.get("big", RangeByteRequest(0, 300_000))
-    assert result.data == BIG[:150_000]  # read up to where the object seemed to end
+        assert bytes(result.data) == BIG[:300_000]  # the short part was read again
+        server.script(range_from(100_000), short, times=10)
+        with pytest.raises(RetriesExhaustedError) as raised:
+            await storage.get("big", RangeByteRequest(0, 300_000))
+        assert isinstance(raised.value.__cause__, ResponseIntegrityError)
 
 
 async def test_a_server_that_ignores_range_still_gives_the_range(server: FakeS3) -> None:
@@ -425,15 +442,18 @@ async def test_a_server_that_ignores_range_still_gives_the_range(server: FakeS3)
 
 
 async def test_chunked_and_close_delimited_bodies(server: FakeS3) -> None:
-    def chunked(status: int, body: bytes) -> bytes:
+    def chunked(status: int, body: bytes, content_range: str = "") -> bytes:
         pieces = [body[i : i + 5000] for i in range(0, len(body), 5000)]
         encoded = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces)
-        head = f'HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\nETag: "c"\r\n\r\n'
+        extra = f"Content-Range: {content_range}\r\n" if content_range else ""
+        head = f'HTTP/1.1 {status} X\r\nTransfer-Encoding: chunked\r\nETag: "c"\r\n{extra}\r\n'
         return head.encode() + encoded + b"0\r\nx-trailer: 1\r\n\r\n"
 
     async def chunked_ok(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
         start, end = request.range or (0, len(DATA))
-        writer.write(chunked(206 if request.range else 200, DATA[start:end]))
+        end = min(end, len(DATA))
+        content_range = f"bytes {start}-{end - 1}/{len(DATA)}" if request.range else ""
+        writer.write(chunked(206 if request.range else 200, DATA[start:end], content_range))
         await writer.drain()
         return True
 
@@ -614,9 +634,8 @@ async def test_https_verifies_certificates_and_reads_in_place(
     url = await fake.start(ssl_context=context)
     try:
         async with make(url) as untrusted:  # not signed by a CA we trust
-            with pytest.raises(StorageError, match="TLS error") as raised:
-                await untrusted.get("obj")
-            assert not isinstance(raised.value, RetriesExhaustedError)  # not retried
+            with pytest.raises(TLSVerificationError, match="did not verify"):
+                await untrusted.get("obj")  # raised at once: not retried
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert_path))
         async with make(url, settings=split(100_000)) as trusted:
             assert (await trusted.get("obj")).data == DATA
@@ -638,13 +657,16 @@ async def test_behind_a_proxy_the_lean_path_uses_aiohttp(
         assert (await storage.get("obj")).data == DATA
         clients = storage._loops.peek()
         assert clients is not None
-        assert clients.fast is None
+        assert clients.transport is not None
+        assert isinstance(peek_transport(clients.transport), AiohttpTransport)
         assert clients.proxy == server.url
     assert server.requests[-1].target == f"http://s3.example.invalid:9000/{BUCKET}/obj"
 
 
 def test_request_heads_refuse_line_breaks() -> None:
-    head = request_head("/b/k", {"x-amz-meta": "v", "host": "h"}, "User-Agent: u\r\n")
-    assert head == b"GET /b/k HTTP/1.1\r\nhost: h\r\nx-amz-meta: v\r\nUser-Agent: u\r\n\r\n"
+    head = request_head(HttpRequest("GET", "/b/k", {"x-amz-meta": "v", "host": "h"}))
+    assert head == b"GET /b/k HTTP/1.1\r\nhost: h\r\nx-amz-meta: v\r\n\r\n"
+    put = request_head(HttpRequest("PUT", "/b/k", {"host": "h"}, b"abc"))
+    assert put == b"PUT /b/k HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
     with pytest.raises(ValueError, match="line break"):
-        request_head("/b/k", {"x-amz-security-token": "a\r\nInjected: 1"}, "")
+        request_head(HttpRequest("GET", "/b/k", {"x-amz-security-token": "a\r\nInjected: 1"}))
