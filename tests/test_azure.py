@@ -26,12 +26,17 @@ from icechunk_storage import (
     ConnectionLostError,
     PermissionDeniedError,
     PreconditionFailedError,
+    RangeByteRequest,
+    RetriesExhaustedError,
     StorageConcurrencySettings,
+    StorageRetriesSettings,
     StorageSettings,
     azure_storage,
 )
 from icechunk_storage._azure import _auth
 from icechunk_storage._azure._auth import apply_auth, shared_key_signature
+from icechunk_storage._errors import ResponseIntegrityError
+from icechunk_storage._transport import MockResponse, MockTransport, TransportConfig, get_transport
 from tests._azurite import AZURITE_ACCOUNT, AZURITE_KEY, AzuriteServer
 
 WRONG_KEY = "d3Jvbmcta2V5LXRoYXQtaXMtYmFzZTY0LWJ1dC1ub3QtdGhlLXJpZ2h0LW9uZQ=="
@@ -595,3 +600,57 @@ async def test_lost_put_blob_response_is_recovered_by_read_back(
     with pytest.raises(AlreadyExistsError):  # somebody else's object is not taken for ours
         await storage.put("once", b"2", mode="create")
     await storage.aclose()
+
+
+# --- the shared transport ------------------------------------------------------------------
+
+
+async def test_aclose_closes_only_this_storages_transport(
+    azurite: AzuriteServer, container: str
+) -> None:
+    storage = _storage(azurite, container, access_key=AZURITE_KEY)
+    await storage.put("a", b"1")
+    mine = storage._loops.get().http_transport()
+    other = get_transport(TransportConfig(origin="http://127.0.0.1:9"))  # no connection yet
+    await storage.aclose()
+    assert mine.closed
+    assert not other.closed  # the stand-in's aclose() closed every transport of the loop
+    await other.aclose()
+    assert (await storage.get("a")).data == b"1"  # rebuilt on next use
+    await storage.aclose()
+
+
+def _scripted(size: int) -> tuple[AzureStorage, Any]:
+    """A storage whose transport answers a GET with Azurite's 206 for a range starting at
+    the end of a 10-byte blob, and a HEAD with ``size``."""
+
+    def answer(request: Any) -> MockResponse:
+        if request.method == "HEAD":
+            return MockResponse(200, {"content-length": str(size), "etag": '"e"'})
+        return MockResponse(206, {"content-range": "bytes 10-9/10", "etag": '"e"'})
+
+    storage = azure_storage(
+        account=AZURITE_ACCOUNT,
+        container="ctr",
+        prefix="p",
+        access_key=AZURITE_KEY,
+        config={"use_emulator": "true"},
+        settings=StorageSettings(retries=StorageRetriesSettings(max_tries=2, initial_backoff_ms=0)),
+    )
+    transport = MockTransport(answer)
+    storage._loops.get()._http_transport = transport
+    return storage, transport
+
+
+async def test_azurite_range_at_the_end_reads_empty() -> None:
+    storage, transport = _scripted(size=10)
+    result = await storage.get("k", RangeByteRequest(10, 20))
+    assert result.data == b""
+    assert transport.requests[0].headers["x-ms-range"] == "bytes=10-19"
+
+
+async def test_a_refused_range_not_at_the_end_stays_an_integrity_error() -> None:
+    storage, _ = _scripted(size=20)  # the blob is longer: the 206 is just wrong
+    with pytest.raises(RetriesExhaustedError) as caught:
+        await storage.get("k", RangeByteRequest(10, 20))
+    assert isinstance(caught.value.__cause__, ResponseIntegrityError)

@@ -8,7 +8,7 @@ Two request paths, one credential source, one error mapping:
   (``_auth.py``);
 * azure-storage-blob's aio client: listing (pages, delimiter) and block uploads (blocks
   staged concurrently, the block list committed under the write's condition), with the SDK
-  retry policy off (``_sdk.py``).
+  retry policy off (``_client.py``, which also keeps this loop's transport).
 
 Retries are ours only (``BaseStorage._call``).
 
@@ -18,8 +18,8 @@ Differences from Icechunk, each what a user would expect:
   version (``If-Match``): Azure has no suffix ranges.
 * ``delete_many`` sends concurrent single deletes (Azure's batch API is not used: the async
   SDK's batch fails against Azurite, and single deletes behave the same everywhere).
-* Every block upload carries a write id (not only conditional ones), so a lost response to
-  the block-list commit is recovered by read-back.
+* Every block upload carries a write id (not only conditional ones: the base stamps every
+  upload in parts), so a lost response to the block-list commit is recovered by read-back.
 * Uncommitted blocks of a failed upload cannot be deleted: Azure discards them after 7 days.
 """
 
@@ -29,25 +29,27 @@ import asyncio
 import base64
 import functools
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import attrs
-
-from .._backend import WRITE_ID_METADATA_KEY, BaseStorage, WriteMode
+from .._backend import BaseStorage, ListPage, WriteMode
 from .._credentials import AnyAzureCredential, AzureCredentials
 from .._errors import (
     AuthenticationError,
     ConfigurationError,
+    MultipartUploadVanishedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
+    RangeNotSatisfiableError,
+    ResponseIntegrityError,
     StorageError,
     TransientError,
 )
+from .._extras import require_extra
 from .._fetch import first_error
 from .._ranges import (
     ByteRequest,
@@ -57,12 +59,19 @@ from .._ranges import (
     split_for_multipart,
 )
 from .._settings import StorageSettings
-from .._storage import Data, GetResult, ListResult, ObjectInfo, VersionInfo
+from .._storage import Data, GetResult, ObjectInfo, VersionInfo
+from .._transport import (
+    DEFAULT_STREAM_TIMEOUT,
+    Request,
+    Response,
+    TransportConfig,
+    aclose_transport,
+    proxy_for,
+)
 from ._auth import API_VERSION, Auth, CredentialSource, apply_auth, http_date
+from ._client import LoopClients
 from ._config import AzureLocation, parse_config, resolve_location, validate_names
 from ._errors import AzureErrorContext, azure_errors, response_error
-from ._sdk import SdkClients
-from ._wire import Request, Response, TransportConfig, close_transports, get_transport
 
 __all__ = ["AzureStorage"]
 
@@ -71,15 +80,6 @@ MAX_BLOCK_SIZE = 4000 * 1024 * 1024
 MAX_BLOCKS = 50_000
 COPY_POLL_SECONDS = 0.2
 DELETE_CONCURRENCY = 16
-
-
-@attrs.frozen
-class _Page:
-    """One page of a listing (SPEC ``ListPage``: switch to it once it is on main)."""
-
-    objects: list[ObjectInfo]
-    prefixes: list[str]
-    next_token: str | None
 
 
 def _credential_kind(credentials: AnyAzureCredential) -> str:
@@ -133,6 +133,7 @@ class AzureStorage(BaseStorage):
         read_only: bool = False,
     ) -> None:
         super().__init__(prefix=prefix, settings=settings, read_only=read_only)
+        require_extra("azure", "azure_storage")
         validate_names(account, container)
         parsed = parse_config(config)
         if credentials is None:
@@ -192,29 +193,35 @@ class AzureStorage(BaseStorage):
         self._source = CredentialSource(
             self._credentials, self._location.account, self._location.emulator
         )
-        timeouts = self.settings.timeouts
-        connect_ms = timeouts.connect_timeout_ms if timeouts else None
-        read_ms = timeouts.read_timeout_ms if timeouts else None
-        self._transport_config = TransportConfig(
-            origin=self._location.origin,
-            connect_timeout=connect_ms / 1000 if connect_ms is not None else 10.0,
-            stream_timeout=read_ms / 1000 if read_ms is not None else 60.0,
-        )
-        self._loops: LoopLocal[SdkClients] = LoopLocal(
-            functools.partial(
-                SdkClients,
-                self._location,
-                self._source,
-                self._transport_config.connect_timeout,
-                self._transport_config.stream_timeout,
-            )
+        # The factory refers to values only, never to self (the loop holder outlives it).
+        self._loops: LoopLocal[LoopClients] = LoopLocal(
+            functools.partial(self._loop_clients, self._location, self._source, self.settings)
         )
 
+    @staticmethod
+    def _loop_clients(
+        location: AzureLocation, source: CredentialSource, settings: StorageSettings
+    ) -> LoopClients:
+        """This loop's clients; the proxy is read from the environment here (per process)."""
+        timeouts = settings.timeouts
+        connect_ms = timeouts.connect_timeout_ms if timeouts else None
+        read_ms = timeouts.read_timeout_ms if timeouts else None
+        attempt_ms = timeouts.operation_attempt_timeout_ms if timeouts else None
+        config = TransportConfig(
+            origin=location.origin,
+            connect_timeout=connect_ms / 1000 if connect_ms is not None else 10.0,
+            stream_timeout=read_ms / 1000 if read_ms is not None else DEFAULT_STREAM_TIMEOUT,
+            attempt_timeout=attempt_ms / 1000 if attempt_ms is not None else None,
+            proxy=proxy_for(location.origin),
+        )
+        return LoopClients(location, source, config)
+
     async def _aclose(self) -> None:
+        """Close this loop's SDK client and this storage's transport (only that one)."""
         clients = self._loops.pop()
         if clients is not None:
+            await aclose_transport(clients.transport)
             await clients.aclose()
-        await close_transports()
         if not self._loops.items():
             await self._source.aclose()
 
@@ -229,7 +236,7 @@ class AzureStorage(BaseStorage):
     ) -> AzureErrorContext:
         return AzureErrorContext(
             operation,
-            path,
+            self._key(path) or "/",  # errors name the user's key, relative to the prefix
             self._location.container,
             mode=None if mode == "overwrite" else mode,
             expected=expected,
@@ -270,7 +277,8 @@ class AzureStorage(BaseStorage):
     ) -> Response:
         request, auth = await self._signed(method, path, headers, query, body)
         ctx = self._context(operation, path, auth, **context)
-        response = await get_transport(self._transport_config).request(request, what=ctx.describe())
+        transport = self._loops.get().http_transport()
+        response = await transport.request(request, what=ctx.describe())
         if not 200 <= response.status < 300:
             raise response_error(response.status, response.headers, response.body, ctx)
         return response
@@ -308,9 +316,12 @@ class AzureStorage(BaseStorage):
             headers["if-none-match"] = if_none_match
         request, auth = await self._signed("GET", path, headers)
         context = self._context(operation, path, auth)
-        response = await get_transport(self._transport_config).read(
-            request, byte_range, what=context.describe(), into=into
-        )
+        transport = self._loops.get().http_transport()
+        try:
+            response = await transport.read(request, byte_range, what=context.describe(), into=into)
+        except ResponseIntegrityError:
+            await self._check_range_at_end(path, byte_range, context)
+            raise
         status = response.status
         if status == 304:
             return None, 0, None
@@ -322,16 +333,38 @@ class AzureStorage(BaseStorage):
         written = response.written if into is not None else len(response.body)
         return GetResult(response.body, version), written, response.total
 
+    async def _check_range_at_end(
+        self, path: str, byte_range: ByteRequest | None, context: AzureErrorContext
+    ) -> None:
+        """Azurite answers a range starting exactly at the end (``bytes=N-`` on an N-byte
+        blob, any range of an empty one) with a 206 and ``Content-Range: bytes N-(N-1)/N``,
+        which the transport rightly refuses; Azure answers 416. After a refused read, a HEAD
+        tells which: if the range starts at the blob's end this is the 416 Azure would give
+        (the base then returns the empty result, from its own HEAD, not from this body).
+        """
+        if isinstance(byte_range, RangeByteRequest):
+            start = byte_range.start
+        elif isinstance(byte_range, OffsetByteRequest):
+            start = byte_range.offset
+        else:
+            return
+        if (await self._head_object(path)).size == start:
+            raise RangeNotSatisfiableError(
+                f"{context.describe()}: the range starts at byte {start}, the end of the blob."
+            ) from None
+
     async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
         result, _, _ = await self._read("get", path, byte_range)
         assert result is not None
         return result
 
-    async def _read_into(self, path: str, start: int, out: memoryview) -> tuple[VersionInfo, int]:
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
         part = RangeByteRequest(start, start + len(out))
-        result, written, _ = await self._read("get", path, part, into=out)
+        result, written, total = await self._read("get", path, part, into=out)
         assert result is not None
-        return result.version, written
+        return result.version, written, total
 
     async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
         if version.etag is None:
@@ -397,7 +430,15 @@ class AzureStorage(BaseStorage):
                     source, version, f"Cannot copy {source!r} conditionally without an etag."
                 )
             headers["x-ms-source-if-match"] = version.etag
-        response = await self._send("copy", "PUT", destination, headers, body=b"", expected=version)
+        try:
+            response = await self._send(
+                "copy", "PUT", destination, headers, body=b"", expected=version
+            )
+        except ObjectNotFoundError as exc:  # the source is missing: name it, not the target
+            raise ObjectNotFoundError(
+                source,
+                f"No object at {self._key(source)!r} to copy to {self._key(destination)!r}.",
+            ) from exc
         status = response.headers.get("x-ms-copy-status", "success")
         etag = response.headers.get("etag")
         while status == "pending":
@@ -463,7 +504,7 @@ class AzureStorage(BaseStorage):
         """The id as the SDK takes it (it base64-encodes ids in the block list itself)."""
         return f"{upload}-{number:06d}"
 
-    async def _multipart_part(  # noqa: PLR0917 (the base's step signature)
+    async def _multipart_part(
         self, path: str, upload: str, number: int, start: int, body: memoryview, total: int
     ) -> object:
         block_id = self._block_id(upload, number)
@@ -478,7 +519,7 @@ class AzureStorage(BaseStorage):
         )
         return block_id
 
-    async def _multipart_complete(  # noqa: PLR0917 (the base's step signature)
+    async def _multipart_complete(
         self,
         path: str,
         upload: str,
@@ -505,8 +546,6 @@ class AzureStorage(BaseStorage):
         context = self._context("complete_block_list", path, auth, mode=mode)
         from azure.core.exceptions import HttpResponseError
 
-        from .._s3._errors import MultipartUploadVanishedError
-
         with azure_errors(context):
             blob = self._loops.get().container().get_blob_client(path)
             try:
@@ -524,63 +563,16 @@ class AzureStorage(BaseStorage):
     async def _multipart_abort(self, path: str, upload: str) -> None:
         """Nothing to do: Azure discards uncommitted blocks after 7 days."""
 
-    async def _put_multipart(
-        self,
-        path: str,
-        data: Data,
-        mode: WriteMode,
-        content_type: str | None,
-        metadata: Mapping[str, str],
-    ) -> VersionInfo:
-        """Runs the steps above until the base does (SPEC §2): each step through ``_call``."""
-        from .._s3._errors import MultipartUploadVanishedError
-
-        key = self._key(path)
-        metadata = dict(metadata)
-        if self.settings.use_metadata and WRITE_ID_METADATA_KEY not in metadata:
-            metadata[WRITE_ID_METADATA_KEY] = uuid.uuid4().hex
-        write_id = metadata.get(WRITE_ID_METADATA_KEY)
-        upload = await self._multipart_start(path, mode, content_type, metadata)
-        view = memoryview(data).cast("B")
-        ranges = self._multipart_ranges(len(data))
-        parts: list[object] = [None] * len(ranges)
-
-        async def one(index: int, start: int, end: int) -> None:
-            parts[index] = await self._call(
-                "put",
-                key,
-                lambda: self._multipart_part(
-                    path, upload, index + 1, start, view[start:end], len(data)
-                ),
-            )
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, (start, end) in enumerate(ranges):
-                    group.create_task(one(index, start, end))
-        except BaseExceptionGroup as group_error:
-            raise first_error(group_error) from None
-        try:
-            return await self._call(
-                "put",
-                key,
-                lambda: self._multipart_complete(path, upload, parts, mode, content_type, metadata),
-            )
-        except MultipartUploadVanishedError:
-            if write_id is not None:
-                version = await self._readback(path, write_id)
-                if version is not None:
-                    return version
-            raise
-
     # --- listing -------------------------------------------------------------------------
 
-    async def _list_page(self, path_prefix: str, delimiter: str | None, token: str | None) -> _Page:
-        """Exactly one List Blobs request (SPEC ``_list_page``)."""
+    async def _list_page(
+        self, path_prefix: str, delimiter: str | None, token: str | None
+    ) -> ListPage:
+        """Exactly one List Blobs request; the base loops over the pages."""
         from azure.storage.blob.aio import BlobPrefix
 
         auth = await self._source()
-        context = self._context("list", path_prefix or "/", auth)
+        context = self._context("list", path_prefix, auth)
         container = self._loops.get().container()
         pager: Any
         with azure_errors(context):
@@ -614,28 +606,4 @@ class AzureStorage(BaseStorage):
                 raise StorageError(
                     f"{context.describe()}: the server listed {info.key!r}, outside the prefix."
                 )
-        return _Page(objects, prefixes, pager.continuation_token or None)
-
-    async def _list_objects(self, path_prefix: str) -> AsyncIterator[ObjectInfo]:
-        token: str | None = None
-        while True:
-            page = await self._call(
-                "list", path_prefix, functools.partial(self._list_page, path_prefix, None, token)
-            )
-            for info in page.objects:
-                yield info
-            if page.next_token is None:
-                return
-            token = page.next_token
-
-    async def _list_dir(self, path_prefix: str) -> ListResult:
-        objects: list[ObjectInfo] = []
-        prefixes: list[str] = []
-        token: str | None = None
-        while True:
-            page = await self._list_page(path_prefix, "/", token)
-            objects.extend(page.objects)
-            prefixes.extend(page.prefixes)
-            if page.next_token is None:
-                return ListResult(objects=objects, prefixes=prefixes)
-            token = page.next_token
+        return ListPage(objects, prefixes, pager.continuation_token or None)

@@ -1,6 +1,11 @@
-"""azure-storage-blob's aio ``ContainerClient``, for listing, copies and block uploads.
+"""The live clients of one Azure storage on one event loop (``LoopLocal``): the shared
+transport, for everything but listing and block-list commits, and azure-storage-blob's aio
+``ContainerClient`` for those two.
 
-The client is built per event loop (``LoopLocal``) with:
+The transport is the one ``get_transport`` returns for the storage's ``TransportConfig``,
+kept here so a chunk read costs no registry lookup, and asked for again once closed.
+
+The SDK client is built with:
 
 * ``retry_total=0``: the SDK's own policy (15 s before its first retry) is off; our retry
   loop (``BaseStorage._call``) is the only one;
@@ -16,13 +21,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .._transport import Transport, TransportConfig, get_transport
 from ._auth import API_VERSION, Auth, shared_key_signature
 from ._config import AzureLocation
 
 if TYPE_CHECKING:
     from azure.storage.blob.aio import ContainerClient
 
-__all__ = ["SdkClients"]
+__all__ = ["LoopClients"]
+
+SDK_READ_TIMEOUT = 60.0
+"""The SDK's socket read timeout when the user turned the transport's stall check off."""
 
 
 def _signing_transport_class() -> type[Any]:
@@ -60,21 +69,27 @@ def _signing_transport_class() -> type[Any]:
     return SigningTransport
 
 
-class SdkClients:
-    """The SDK client of one storage on one event loop."""
+class LoopClients:
+    """The transport and the SDK client of one storage on one event loop."""
 
     def __init__(
         self,
         location: AzureLocation,
         auth: Callable[[], Awaitable[Auth]],
-        connect_timeout: float,
-        read_timeout: float,
+        transport: TransportConfig,
     ) -> None:
         self._location = location
         self._auth = auth
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self.transport = transport
+        self._http_transport: Transport | None = None
         self._container: ContainerClient | None = None
+
+    def http_transport(self) -> Transport:
+        """The shared transport in this loop (kept here: one registry lookup per loop)."""
+        transport = self._http_transport
+        if transport is None or transport.closed:
+            transport = self._http_transport = get_transport(self.transport)
+        return transport
 
     def container(self) -> ContainerClient:
         if self._container is None:
@@ -83,8 +98,8 @@ class SdkClients:
             transport = _signing_transport_class()(
                 self._auth,
                 self._location.account,
-                connection_timeout=self._connect_timeout,
-                read_timeout=self._read_timeout,
+                connection_timeout=self.transport.connect_timeout,
+                read_timeout=self.transport.stream_timeout or SDK_READ_TIMEOUT,
             )
             self._container = ContainerClient(
                 self._location.account_url,
