@@ -654,3 +654,11 @@ async def test_a_refused_range_not_at_the_end_stays_an_integrity_error() -> None
     with pytest.raises(RetriesExhaustedError) as caught:
         await storage.get("k", RangeByteRequest(10, 20))
     assert isinstance(caught.value.__cause__, ResponseIntegrityError)
+
+
+def test_http_date_is_now_in_rfc_1123() -> None:
+    from email.utils import parsedate_to_datetime
+
+    value = _auth.http_date()
+    assert value.endswith(" GMT")
+    assert abs((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()) < 2

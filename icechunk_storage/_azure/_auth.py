@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,8 +61,16 @@ Auth = tuple[Literal["key", "sas", "bearer"], str] | None
 """The credential one attempt is signed with; None: unsigned."""
 
 
+_date: tuple[int, str] = (0, "")
+
+
 def http_date() -> str:
-    return formatdate(usegmt=True)
+    """``x-ms-date`` for now; formatted once per second (formatdate costs ~5 us a call)."""
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, formatdate(now, usegmt=True))
+    return _date[1]
 
 
 class _PlainRequest:
