@@ -408,6 +408,82 @@ class GcsLargeRanges(LargeRanges):
     default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "gcsfs")
 
 
+# --- P1 and P2 on Azure (Azurite) -----------------------------------------------------------------
+
+
+async def azure_upload(target: Target, items: Sequence[tuple[str, bytes]]) -> None:
+    """Create the container and write the data set with azure-storage-blob (untimed)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob.aio import BlobServiceClient
+
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName={target.access_key_id};"
+        f"AccountKey={target.secret_access_key};BlobEndpoint={target.endpoint};"
+    )
+    async with BlobServiceClient.from_connection_string(connection) as service:
+        container = service.get_container_client(target.bucket)
+        with contextlib.suppress(ResourceExistsError):
+            await container.create_container()
+        semaphore = asyncio.Semaphore(32)
+
+        async def put(item: tuple[str, bytes]) -> None:
+            async with semaphore:
+                await container.upload_blob(item[0], item[1], overwrite=True, max_concurrency=4)
+
+        await asyncio.gather(*(put(item) for item in items))
+
+
+class _OnAzurite(Workload):
+    """A workload whose data lives in a container on Azurite."""
+
+    kinds = ("azure",)
+    server = "azurite"
+
+    async def _azure_target(self) -> Target:
+        server = self.env.servers.get("azurite")
+        self.server_info = server
+        self.target = Target(
+            kind="azure",
+            endpoint=server.endpoint,
+            bucket=BUCKET,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+        )
+        return self.target
+
+
+class SmallGetsAzure(_OnAzurite, SmallGets):
+    id = "p1-azure"
+    title = "P1 on Azure (Azurite): N GETs of S KiB, C in flight"
+    default_clients: ClassVar[tuple[str, ...]] = (
+        "ours-azure",
+        "ours-azure-get",
+        "obstore-azure",
+        "adlfs",
+    )
+
+    async def setup(self) -> Target:
+        target = await self._azure_target()
+        items = small_objects("small", self.options.p1_count, self.size)
+        self.keys = [key for key, _ in items]
+        await azure_upload(target, items)
+        return target
+
+
+class LargeRangesAzure(_OnAzurite, LargeRanges):
+    id = "p2-azure"
+    title = "P2 on Azure (Azurite): large object as concurrent ranges"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours-azure", "obstore-azure", "adlfs")
+
+    async def setup(self) -> Target:
+        target = await self._azure_target()
+        size = self.options.p2_size_mib * MIB
+        warm = small_objects("p2warm", max(self.options.p2_parts, 1), 4 * KIB)
+        self.warm_keys = [key for key, _ in warm]
+        await azure_upload(target, [*warm, ("large/object", bytes(stamped_object(size)))])
+        return target
+
+
 async def run_worker(spec: dict[str, Any], limit_s: float = 600) -> dict[str, Any]:
     """Run ``benchmarks._worker`` on ``spec``; its last stdout line is the JSON result."""
     env = dict(os.environ)
@@ -760,6 +836,8 @@ WORKLOADS: tuple[type[Workload], ...] = (
     SmallPuts,
     ConditionalPuts,
     Listing,
+    SmallGetsAzure,
+    LargeRangesAzure,
 )
 
 

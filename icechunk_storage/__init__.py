@@ -6,6 +6,7 @@ Importing this package does no I/O and imports no cloud SDK.
 
 from __future__ import annotations
 
+from ._azure import AzureStorage, azure_storage
 from ._backend import WRITE_ID_METADATA_KEY, BaseStorage
 from ._credentials import (
     AnyAzureCredential,
@@ -136,6 +137,7 @@ __all__ = [
     "AzureCredentials",
     "AzureRefreshableCredential",
     "AzureStaticCredentials",
+    "AzureStorage",
     "BaseStorage",
     "BranchNotFoundError",
     "ByteRequest",
@@ -223,6 +225,7 @@ __all__ = [
     "azure_from_env_credentials",
     "azure_refreshable_credentials",
     "azure_static_credentials",
+    "azure_storage",
     "gcs_anonymous_credentials",
     "gcs_credentials",
     "gcs_from_env_credentials",
