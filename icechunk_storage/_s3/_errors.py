@@ -166,7 +166,11 @@ def error_for_status(
     if code in AUTHENTICATION_CODES or status == 401:
         return AuthenticationError(f"{what} failed: the credentials were rejected ({detail}).")
     region = (headers or {}).get("x-amz-bucket-region")
-    if code in REDIRECT_CODES or status in (301, 307) or code == "AuthorizationHeaderMalformed":
+    if (
+        code in REDIRECT_CODES
+        or status in (301, 302, 307, 308)
+        or code == "AuthorizationHeaderMalformed"
+    ):  # never followed: a redirect to another origin would carry our signature there
         hint = f" pass region={region!r}" if region else " check region and endpoint_url"
         return ConfigurationError(
             f"{what} failed: the request went to the wrong region or endpoint ({detail});{hint}."
