@@ -533,7 +533,7 @@ class BaseStorage(Storage):
         """After a failed condition or a lost response: is the object there our own write?
 
         A retried conditional write whose first response was lost trips its own condition;
-        finding our write id on the object proves the write happened (Icechunk §2.4).
+        finding our write id on the object proves the write happened.
         """
         try:
             info = await self._call("head", path, lambda: self._head_object(path))

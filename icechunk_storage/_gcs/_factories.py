@@ -1,4 +1,4 @@
-"""``gcs_storage``: Icechunk's constructor and parameters (reference §1.1, §1.5, §3).
+"""``gcs_storage``: Icechunk's constructor and parameters.
 
 It validates everything and does no I/O, except that ``scatter_initial_credentials=True``
 calls ``get_credentials`` once, as asked.
