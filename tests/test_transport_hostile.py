@@ -827,3 +827,59 @@ async def test_the_lean_transport_agrees_with_the_mock_on_mutated_responses() ->
         finally:
             await aclose_transports()
             await server.stop()
+
+
+async def test_a_slow_steady_upload_is_not_a_stall() -> None:
+    """While a large body goes out, the bytes the peer takes count as progress: an upload
+    slower than the stall window is alive as long as it moves, even while the kernel's send
+    buffer (megabytes on loopback) drains after the last byte was handed over."""
+    size = 8 * 1024 * 1024
+
+    async def slow_reader(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int
+    ) -> None:
+        head = Hostile_last_head[0]
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        got = 0
+        while got < length:
+            chunk = min(512 * 1024, length - got)
+            got += len(await reader.readexactly(chunk))
+            await asyncio.sleep(0.2)  # about 2.5 MiB/s: the upload takes ~3 s
+        writer.write(response(200, b"", {"ETag": '"up"'}))
+        await writer.drain()
+
+    Hostile_last_head: list[bytes] = [b""]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        Hostile_last_head[0] = server.requests[-1]
+        await slow_reader(reader, writer, n)
+
+    client, server = await run_case("lean", script, stream_timeout=1.0)
+    try:
+        body = memoryview(bytearray(size))
+        async with asyncio.timeout(DEADLINE):
+            answer = await client.transport.request(
+                Request("PUT", "/obj", {"host": client.host}, body), what="put"
+            )
+        assert answer.status == 200
+    finally:
+        await aclose_transports()
+        await server.stop()
+
+
+async def test_an_upload_the_peer_stops_taking_is_a_stall() -> None:
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await asyncio.sleep(30)  # reads nothing: the client's send buffer fills and stays
+
+    client, server = await run_case("lean", deaf, stream_timeout=1.0)
+    try:
+        body = memoryview(bytearray(32 * 1024 * 1024))
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(StorageTimeoutError, match="stall"):
+            await client.transport.request(
+                Request("PUT", "/obj", {"host": client.host}, body), what="put"
+            )
+        assert asyncio.get_running_loop().time() - started < 4
+    finally:
+        await aclose_transports()
+        await server.stop()

@@ -214,8 +214,10 @@ class _Connection(asyncio.BufferedProtocol):
         self._status = 0
         self._headers: dict[str, str] = {}
         self._keep_alive = False
-        self._received = 0
+        self._received = 0  # bytes of the response received
         self._mark = 0
+        self._handed = 0  # bytes of a large request body handed to the socket
+        self._acked_mark = 0
         self._deadline = 0.0
         self._sent_at = 0.0
         self._scale_deadline = pool.config.attempt_timeout is None
@@ -358,6 +360,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._sent_at = now
         self._deadline = now + deadline
         self._arm_timer(now)
+        self._handed = self._acked_mark = 0
         if body is None or len(body) <= 64 * 1024:
             transport.write(head + body if body else head)
         else:
@@ -366,7 +369,9 @@ class _Connection(asyncio.BufferedProtocol):
             for offset in range(0, len(view), WRITE_SLICE):
                 if waiter.done() or self._state == _CLOSED:
                     break
-                transport.write(view[offset : offset + WRITE_SLICE])
+                piece = view[offset : offset + WRITE_SLICE]
+                transport.write(piece)
+                self._handed += len(piece)
                 if self._paused:
                     drained: asyncio.Future[Any] = self._loop.create_future()
                     self._drained = drained
@@ -411,7 +416,14 @@ class _Connection(asyncio.BufferedProtocol):
             needed = max(1, int(STALL_FLOOR_BYTES_PER_SECOND * window))
             sink = self._sink
             if self._state == _HEAD:
-                needed = 1  # time to first byte: any byte shows life; the deadline bounds it
+                # Waiting for the first byte of the answer (any byte shows life; the deadline
+                # bounds the rest), or still sending a large body: then the bytes the peer
+                # acknowledged in this window are the progress.
+                needed = 1
+                sent = self._sent_so_far()
+                if sent is not None and sent > self._acked_mark:
+                    got += sent - self._acked_mark
+                    self._acked_mark = sent
             elif sink is not None and sink.stop_after is not None:
                 needed = min(needed, max(1, sink.stop_after - (sink.pos - got)))
             if got < needed:
@@ -425,6 +437,15 @@ class _Connection(asyncio.BufferedProtocol):
                 return
             self._mark = self._received
         self._arm_timer(now)
+
+    def _sent_so_far(self) -> int | None:
+        """Body bytes the peer has taken: handed to the socket, minus what still waits in
+        asyncio's buffer and in the kernel's send queue (None: nothing large being sent)."""
+        transport = self.transport
+        if not self._handed or transport is None:
+            return None
+        unsent = transport.get_write_buffer_size() + _kernel_unsent(self.fd)
+        return max(0, self._handed - unsent)
 
     # --- parsing -----------------------------------------------------------------------
 
@@ -584,6 +605,18 @@ try:  # FIONREAD is one cheap ioctl; select() is the portable fallback
 except ImportError:  # pragma: no cover - platforms without fcntl (Windows)
     _FIONREAD = None
 _PENDING = bytearray(4)
+_TIOCOUTQ: int | None = getattr(_termios, "TIOCOUTQ", None) if _FIONREAD is not None else None
+
+
+def _kernel_unsent(fd: int) -> int:
+    """Bytes still in the socket's send queue (0 where the platform cannot tell)."""
+    if _TIOCOUTQ is None or fd < 0:
+        return 0
+    try:
+        _fcntl.ioctl(fd, _TIOCOUTQ, _PENDING)
+    except OSError:
+        return 0
+    return int.from_bytes(_PENDING, "little")
 
 
 def _has_pending_input(connection: _Connection) -> bool:
