@@ -23,8 +23,7 @@ from .._errors import (
     StorageTimeoutError,
     TLSVerificationError,
 )
-from .._ranges import ByteRequest, RangeByteRequest
-from ._integrity import BodyPlan, ReadPlan, RequestPlan
+from ._integrity import BodyPlan, PlannedTransport
 from ._model import STALL_FLOOR_BYTES_PER_SECOND, Request, Response, TransportConfig
 from ._tls import ssl_context
 
@@ -46,7 +45,7 @@ def _close_session_soon(session: aiohttp.ClientSession, loop: asyncio.AbstractEv
         loop.call_soon_threadsafe(lambda: loop.create_task(session.close()))
 
 
-class AiohttpTransport:
+class AiohttpTransport(PlannedTransport):
     """One aiohttp session (one connection pool) per origin and loop, through ``proxy``."""
 
     def __init__(self, config: TransportConfig) -> None:
@@ -75,29 +74,6 @@ class AiohttpTransport:
 
     def __repr__(self) -> str:
         return f"AiohttpTransport({self.config.origin}, proxy=yes)"
-
-    async def request(
-        self, request: Request, *, what: str, max_body: int = 64 * 1024 * 1024
-    ) -> Response:
-        plan = RequestPlan(what, request.method, max_body)
-        size = len(request.body) if request.body is not None else 0
-        return await self._send(request, plan, what, size)
-
-    async def read(
-        self,
-        request: Request,
-        byte_range: ByteRequest | None,
-        *,
-        what: str,
-        into: memoryview | None = None,
-    ) -> Response:
-        plan = ReadPlan(what, byte_range, into, request.method)
-        size = (
-            len(into)
-            if into is not None
-            else (byte_range.length if isinstance(byte_range, RangeByteRequest) else 0)
-        )
-        return await self._send(request, plan, what, size)
 
     async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
         import aiohttp

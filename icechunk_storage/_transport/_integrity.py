@@ -24,6 +24,7 @@ budget), naming what was asked for and what arrived.
 
 from __future__ import annotations
 
+import abc
 import re
 from typing import Final
 
@@ -36,9 +37,9 @@ from .._ranges import (
     SuffixByteRequest,
     resolve_range,
 )
-from ._model import DISCARD_LIMIT, ERROR_BODY_CAP, Response
+from ._model import DISCARD_LIMIT, ERROR_BODY_CAP, Request, Response
 
-__all__ = ["BodyPlan", "ReadPlan", "RequestPlan", "Sink", "describe_range"]
+__all__ = ["BodyPlan", "PlannedTransport", "ReadPlan", "RequestPlan", "Sink", "describe_range"]
 
 NO_BODY_STATUSES: Final = frozenset({204, 304})
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)\Z")
@@ -397,3 +398,34 @@ class ReadPlan(BodyPlan):
         if self.into is not None:
             return Response(status, headers, b"", written=self._span, total=self._total)
         return Response(status, headers, kept, total=self._total)
+
+
+class PlannedTransport(abc.ABC):
+    """The Transport methods, written once: each builds its plan and the size its deadline
+    scales with, and hands both to the implementation's ``_send``."""
+
+    async def request(
+        self, request: Request, *, what: str, max_body: int = 64 * 1024 * 1024
+    ) -> Response:
+        plan = RequestPlan(what, request.method, max_body)
+        size = len(request.body) if request.body is not None else 0
+        return await self._send(request, plan, what, size)
+
+    async def read(
+        self,
+        request: Request,
+        byte_range: ByteRequest | None,
+        *,
+        what: str,
+        into: memoryview | None = None,
+    ) -> Response:
+        plan = ReadPlan(what, byte_range, into, request.method)
+        if into is not None:
+            size = len(into)
+        else:  # an open range's size is known when the head arrives: the deadline grows then
+            size = byte_range.length if isinstance(byte_range, RangeByteRequest) else 0
+        return await self._send(request, plan, what, size)
+
+    @abc.abstractmethod
+    async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
+        """Send ``request`` and read its response through ``plan``."""

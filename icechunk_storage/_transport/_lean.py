@@ -41,8 +41,7 @@ from .._errors import (
     StorageTimeoutError,
     TLSVerificationError,
 )
-from .._ranges import ByteRequest, RangeByteRequest
-from ._integrity import BodyPlan, ReadPlan, RequestPlan, Sink
+from ._integrity import BodyPlan, PlannedTransport, Sink
 from ._model import (
     MAX_INTERIM_RESPONSES,
     MAX_RESPONSE_HEAD,
@@ -636,7 +635,7 @@ def _has_pending_input(connection: _Connection) -> bool:
     return bool(readable)
 
 
-class LeanTransport:
+class LeanTransport(PlannedTransport):
     """Keep-alive connections to one origin, for one event loop. See the module docstring."""
 
     def __init__(self, config: TransportConfig) -> None:
@@ -659,28 +658,6 @@ class LeanTransport:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    async def request(
-        self, request: Request, *, what: str, max_body: int = 64 * 1024 * 1024
-    ) -> Response:
-        plan = RequestPlan(what, request.method, max_body)
-        size = len(request.body) if request.body is not None else 0
-        return await self._send(request, plan, what, size)
-
-    async def read(
-        self,
-        request: Request,
-        byte_range: ByteRequest | None,
-        *,
-        what: str,
-        into: memoryview | None = None,
-    ) -> Response:
-        plan = ReadPlan(what, byte_range, into, request.method)
-        if into is not None:
-            size = len(into)
-        else:  # an open range's size is known when the head arrives (see _start_body)
-            size = byte_range.length if isinstance(byte_range, RangeByteRequest) else 0
-        return await self._send(request, plan, what, size)
 
     async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
         try:

@@ -8,8 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 from .._errors import ConnectionLostError
-from .._ranges import ByteRequest
-from ._integrity import BodyPlan, ReadPlan, RequestPlan
+from ._integrity import BodyPlan, PlannedTransport
 from ._model import Request, Response
 
 __all__ = ["MockResponse", "MockTransport"]
@@ -38,29 +37,14 @@ class MockResponse:
 Handler = Callable[[Request], MockResponse | Awaitable[MockResponse]]
 
 
-class MockTransport:
+class MockTransport(PlannedTransport):
     """Calls ``handler(request)`` for every request; records the requests in ``requests``."""
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
         self.requests: list[Request] = []
 
-    async def request(
-        self, request: Request, *, what: str, max_body: int = 64 * 1024 * 1024
-    ) -> Response:
-        return await self._send(request, RequestPlan(what, request.method, max_body))
-
-    async def read(
-        self,
-        request: Request,
-        byte_range: ByteRequest | None,
-        *,
-        what: str,
-        into: memoryview | None = None,
-    ) -> Response:
-        return await self._send(request, ReadPlan(what, byte_range, into, request.method))
-
-    async def _send(self, request: Request, plan: BodyPlan) -> Response:
+    async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
         self.requests.append(request)
         answer = self.handler(request)
         if inspect.isawaitable(answer):
