@@ -49,16 +49,16 @@ from ._errors import S3ErrorContext, s3_errors
 from ._headers import RequestHeaders
 from ._location import S3Location, resolve_location
 from ._sigv4 import SigV4Signer
+from ._wire import UNSIGNED_HEADERS, USER_AGENT
 
 if TYPE_CHECKING:
     import aiohttp
     from aiobotocore.session import AioSession, ClientCreatorContext
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["ClientSettings", "LoopClients"]
+__all__ = ["USER_AGENT", "ClientSettings", "LoopClients"]
 
 FALLBACK_REGION = "us-east-1"
-USER_AGENT = "icechunk-storage"
 KEEPALIVE_SECONDS = 12.0  # S3 closes idle connections after ~20 s
 DEFAULT_CONNECT_TIMEOUT = 60.0
 
@@ -168,6 +168,23 @@ def _add_headers(headers: RequestHeaders, request: Any, **_: Any) -> None:
     for name, value in headers.for_method(request.method):
         del request.headers[name]  # HTTPHeaders appends on assignment; deleting is safe
         request.headers[name] = value
+
+
+_SDK_TELEMETRY = ("amz-sdk-invocation-id", "amz-sdk-request")
+
+
+def _normalise_unsigned(request: Any, **_: Any) -> None:
+    """Unsigned headers as the lean path sends them (after signing, so nothing signed
+    changes): our User-Agent instead of botocore's, and no SDK telemetry headers. With this,
+    the two paths send the same headers for the same request."""
+    headers = request.headers
+    for name in _SDK_TELEMETRY:
+        if name in headers:
+            del headers[name]
+    for name, value in UNSIGNED_HEADERS.items():
+        if name in headers:
+            del headers[name]
+        headers[name] = value
 
 
 class _Pool:
@@ -321,7 +338,7 @@ class LoopClients:
                 sock_read=self.settings.read_timeout,
             ),
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            skip_auto_headers={"Content-Type"},
+            skip_auto_headers={"Content-Type", "Accept"},
             auto_decompress=False,  # objects are returned byte for byte, gzip or not
         )
         self._pool = pool = _Pool()
@@ -393,6 +410,7 @@ class LoopClients:
         client.meta.events.register(
             "before-sign.s3", functools.partial(_add_headers, settings.headers)
         )
+        client.meta.events.register("before-send.s3", _normalise_unsigned)
         return client
 
     # --- credentials -------------------------------------------------------------------
