@@ -49,7 +49,7 @@ from ._errors import S3ErrorContext, s3_errors
 from ._headers import RequestHeaders
 from ._location import S3Location, resolve_location
 from ._sigv4 import SigV4Signer
-from ._wire import UNSIGNED_HEADERS, USER_AGENT
+from ._wire import NOT_SENT_WITH_PUT, UNSIGNED_HEADERS, USER_AGENT
 
 if TYPE_CHECKING:
     import aiohttp
@@ -170,15 +170,19 @@ def _add_headers(headers: RequestHeaders, request: Any, **_: Any) -> None:
         request.headers[name] = value
 
 
-_SDK_TELEMETRY = ("amz-sdk-invocation-id", "amz-sdk-request")
+_SDK_TELEMETRY: tuple[str, ...] = ("amz-sdk-invocation-id", "amz-sdk-request")
 
 
-def _normalise_unsigned(request: Any, **_: Any) -> None:
+def _normalise_unsigned(request: Any, event_name: str = "", **_: Any) -> None:
     """Unsigned headers as the lean path sends them (after signing, so nothing signed
-    changes): our User-Agent instead of botocore's, and no SDK telemetry headers. With this,
-    the two paths send the same headers for the same request."""
+    changes): our User-Agent instead of botocore's, no SDK telemetry headers, and no
+    ``Expect`` on PutObject (see ``_wire.NOT_SENT_WITH_PUT``). With this, the two paths send
+    the same headers for the same request."""
     headers = request.headers
-    for name in _SDK_TELEMETRY:
+    dropped = _SDK_TELEMETRY
+    if event_name.endswith(".PutObject"):
+        dropped = (*dropped, *NOT_SENT_WITH_PUT)
+    for name in dropped:
         if name in headers:
             del headers[name]
     for name, value in UNSIGNED_HEADERS.items():

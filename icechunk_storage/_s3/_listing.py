@@ -39,14 +39,13 @@ _UTC = _dt.UTC
 
 
 def _decode(text: str) -> str:
-    return unquote_plus(text) if "%" in text or "+" in text else text
-
-
-def _timestamp(text: str | None) -> _dt.datetime | None:
-    if not text:
-        return None
-    value = _dt.datetime.fromisoformat(text)
-    return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    """botocore's decoding of ``encoding-type=url`` values (``unquote_plus``); a key whose
+    only escapes are slashes (most keys) is decoded by one ``str.replace``."""
+    if "+" not in text:
+        fast = text.replace("%2F", "/")
+        if "%" not in fast:
+            return fast
+    return unquote_plus(text)
 
 
 def parse_list_page(
@@ -64,56 +63,40 @@ def parse_list_page(
     if root.tag != _NS + "ListBucketResult":
         raise ResponseIntegrityError(f"{what}: expected a ListBucketResult, got {root.tag!r}.")
     objects: list[ObjectInfo] = []
+    append = objects.append
     prefixes: list[str] = []
-    truncated = False
-    token: str | None = None
+    parse_time = _dt.datetime.fromisoformat
     try:
-        for element in root:
-            tag = element.tag
-            if tag == _CONTENTS:
-                key = size = etag = modified = None
-                for field in element:
-                    name = field.tag
-                    if name == _KEY:
-                        key = field.text
-                    elif name == _SIZE:
-                        size = field.text
-                    elif name == _ETAG:
-                        etag = field.text
-                    elif name == _MODIFIED:
-                        modified = field.text
-                if key is None:
-                    raise ValueError("an entry without a Key")
+        for entry in root.iterfind(_CONTENTS):  # C loops: a few µs a key
+            key = entry.findtext(_KEY)
+            if key is None:
+                raise ValueError("an entry without a Key")
+            if "%" in key or "+" in key:
                 key = _decode(key)
-                if not key.startswith(path_prefix):
-                    raise ValueError(f"key {key!r} is not under the prefix asked for")
-                length = int(size) if size else 0
-                if length < 0:
-                    raise ValueError(f"negative size {size!r}")
-                objects.append(
-                    ObjectInfo(
-                        key=key,
-                        size=length,
-                        last_modified=_timestamp(modified),
-                        version=VersionInfo(etag=etag),
-                    )
-                )
-            elif tag == _COMMON:
-                found = element.findtext(_PREFIX)
-                if found is None:
-                    raise ValueError("a common prefix without a Prefix")
-                prefix = _decode(found)
-                if delimiter is None or not (
-                    prefix.startswith(path_prefix) and prefix.endswith(delimiter)
-                ):
-                    raise ValueError(f"common prefix {prefix!r} was not asked for")
-                prefixes.append(prefix)
-            elif tag == _TRUNCATED:
-                truncated = (element.text or "").strip() == "true"
-            elif tag == _NEXT:
-                token = element.text or None
+            if not key.startswith(path_prefix):
+                raise ValueError(f"key {key!r} is not under the prefix asked for")
+            size = int(entry.findtext(_SIZE) or 0)
+            if size < 0:
+                raise ValueError(f"negative size {size}")
+            modified = entry.findtext(_MODIFIED)
+            when = parse_time(modified) if modified else None
+            if when is not None and when.tzinfo is None:
+                when = when.replace(tzinfo=_UTC)
+            append(ObjectInfo(key, size, when, VersionInfo(entry.findtext(_ETAG))))
+        for entry in root.iterfind(_COMMON):
+            found = entry.findtext(_PREFIX)
+            if found is None:
+                raise ValueError("a common prefix without a Prefix")
+            prefix = _decode(found)
+            if delimiter is None or not (
+                prefix.startswith(path_prefix) and prefix.endswith(delimiter)
+            ):
+                raise ValueError(f"common prefix {prefix!r} was not asked for")
+            prefixes.append(prefix)
     except ValueError as exc:
         raise ResponseIntegrityError(f"{what}: bad listing ({exc}).") from None
+    truncated = (root.findtext(_TRUNCATED) or "").strip() == "true"
+    token = root.findtext(_NEXT) or None
     if truncated and token is None:
         raise ResponseIntegrityError(f"{what}: a truncated listing without a continuation token.")
     return ListPage(objects=objects, prefixes=prefixes, next_token=token if truncated else None)

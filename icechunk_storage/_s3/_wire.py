@@ -29,6 +29,7 @@ from ._sigv4 import EMPTY_SHA256, SigV4Signer, canonical_query
 
 __all__ = [
     "UNSIGNED_HEADERS",
+    "NOT_SENT_WITH_PUT",
     "USER_AGENT",
     "checksum_headers",
     "list_query",
@@ -40,9 +41,12 @@ USER_AGENT = "icechunk-storage"
 UNSIGNED_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
 """Added to every request after signing, on both paths."""
 
-EXPECT_CONTINUE = ("expect", "100-continue")
-"""botocore sends it with every PutObject body. We send the body at once without waiting
-(RFC 9110 allows it); the server's interim 100 is skipped by the transport."""
+NOT_SENT_WITH_PUT = ("expect",)
+"""botocore sends ``Expect: 100-continue`` with every PutObject, and aiohttp then waits a
+round trip for the interim 100 before sending the body. A chunk PUT gains nothing by it
+(the body is small), servers answer it with one or two extra interim responses, so neither
+path sends it (``_client._normalise_unsigned`` drops it from aiobotocore's PutObject;
+UploadPart keeps it, where a refusal before 5+ MiB of body is worth a round trip)."""
 
 
 def wire_query(pairs: list[tuple[str, str]]) -> str:
@@ -124,7 +128,6 @@ def put_headers(
         headers["if-match"] = if_match
     if extra:
         headers.update(extra)
-    headers[EXPECT_CONTINUE[0]] = EXPECT_CONTINUE[1]
     if write_headers:
         headers.update(write_headers)
     return headers
