@@ -1252,6 +1252,39 @@ async def test_from_env_environment_variables(
         assert request.headers["x-amz-security-token"] == "env-session-token"
 
 
+async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_shared(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUT, conditional PUT, GET, HEAD, LIST and DELETE of a fresh (unpickled) storage build
+    neither an aiobotocore client nor its pool; from-env storages of one loop walk botocore's
+    credential chain once, and again when the environment changes."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    template = make(s3_proxy.url, bucket, access_key_id=None, secret_access_key=None)
+    first, second = pickle.loads(pickle.dumps(template)), pickle.loads(pickle.dumps(template))
+    for storage in (first, second):
+        version = await storage.put("k", b"v")
+        await storage.put("k", b"w", mode=version)
+        await storage.put("new", b"n", mode="create")
+        assert bytes((await storage.get("k")).data) == b"w"
+        assert (await storage.head("k")).size == 1
+        assert [i.key async for i in storage.list()] == ["k", "new"]
+        await storage.delete("new")
+        clients = storage._loops.peek()
+        assert clients is not None
+        assert (clients._s3, clients.http) == (None, None)  # no SDK client, no aiohttp pool
+    one, two = first._loops.peek(), second._loops.peek()
+    assert one is not None
+    assert two is not None
+    assert one._env_credentials is two._env_credentials  # the chain was walked once
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "OTHERKEY")
+    third = pickle.loads(pickle.dumps(template))
+    await third.put("k", b"x")
+    assert "Credential=OTHERKEY/" in s3_proxy.recorded()[-1].headers["authorization"]
+    for storage in (first, second, third):
+        await storage.aclose()
+
+
 async def test_from_env_profile_in_shared_files(
     s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

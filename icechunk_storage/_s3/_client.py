@@ -143,6 +143,48 @@ def _sdk_classes() -> tuple[type[Any], type[Any]]:
     return SourceCredentials, SharedPoolSession
 
 
+def _new_session() -> AioSession:
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.register_component("data_loader", _shared_loader())
+    return session
+
+
+class _EnvChain:
+    """botocore's session and from-env credentials, shared by every storage of one event loop
+    while the ``AWS_*`` environment stays the same.
+
+    Building a session and walking the credential chain costs ~7 ms of CPU; dask unpickles a
+    fresh storage per task, so per storage it would be paid on every task's first request.
+    Per loop, because aiobotocore's refreshable credentials hold an asyncio lock. The chain
+    depends only on the environment (variables, and the files and services they point to),
+    so storages with equal environments get equal credentials either way; refreshing
+    credentials refresh themselves, for all of them at once.
+    """
+
+    __slots__ = ("credentials", "session")
+
+    def __init__(self) -> None:
+        self.session = _new_session()
+        self.credentials: Any = None
+
+    @classmethod
+    def current(cls) -> _EnvChain:
+        environment = tuple(sorted(i for i in os.environ.items() if i[0].startswith("AWS_")))
+        chains = _env_chains.setdefault(asyncio.get_running_loop(), {})
+        chain = chains.get(environment)
+        if chain is None:
+            chains.clear()  # the environment changed: forget the old chain
+            chain = chains[environment] = cls()
+        return chain
+
+
+_env_chains: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _EnvChain]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class _SourceProvider:
     """A credential provider that botocore's resolver asks first."""
 
@@ -266,11 +308,10 @@ class LoopClients:
 
     def _botocore_session(self) -> AioSession:
         if self._session is None:
-            from aiobotocore.session import AioSession
-
-            session = AioSession()
-            session.register_component("data_loader", _shared_loader())
-            self._session = session
+            if self._source is None:  # the chain's session, shared: see _EnvChain
+                self._session = _EnvChain.current().session
+            else:  # its credential resolver gets our source: this storage's alone
+                self._session = _new_session()
         return self._session
 
     def _resolve_region(self) -> str:
@@ -421,9 +462,11 @@ class LoopClients:
 
     async def _load_env_credentials(self) -> Any:
         if self._env_credentials is None:
+            chain = _EnvChain.current()
+            self._session = self._session or chain.session
             context = S3ErrorContext("credential lookup", "", self.settings.bucket)
             with s3_errors(context):
-                found = await self._botocore_session().get_credentials()
+                found = chain.credentials or await chain.session.get_credentials()
             if found is None:
                 raise AuthenticationError(
                     "No AWS credentials were found in the environment (AWS_ACCESS_KEY_ID and "
@@ -431,7 +474,7 @@ class LoopClients:
                     "file, web identity, instance metadata). Pass access_key_id and "
                     "secret_access_key, get_credentials, or anonymous=True for a public bucket."
                 )
-            self._env_credentials = found
+            self._env_credentials = chain.credentials = found
         return self._env_credentials
 
     async def env_credentials(self) -> FrozenCredentials:
