@@ -2,18 +2,22 @@
 
 Two request paths, one behaviour:
 
-* chunk reads (``get``, split reads, ``get_if_changed``) are a lean signed GET: a
-  standard-library SigV4 signature with a cached signing key (no signature at all for
-  anonymous access), sent by our own HTTP/1.1 client (``_http.py``), which reads a ranged
-  body straight into the caller's buffer (one copy; aiohttp makes three). Behind an HTTP(S)
-  proxy it goes over the storage's aiohttp pool instead. aiobotocore costs ~4x more CPU per
-  GET.
-* everything else (HEAD, PUT, multipart, copy, list, delete) goes through aiobotocore.
+* the data plane is lean: chunk reads (``get``, split reads, ``get_if_changed``),
+  PutObject (conditional or not), HeadObject, ListObjectsV2 and DeleteObject are one
+  request each, signed by a standard-library SigV4 signer with a cached signing key (no
+  signature for anonymous access) and sent through the shared transport
+  (``.._transport``), from and into the caller's buffers. Requests are built in
+  ``_wire.py`` exactly as botocore builds them; listings are parsed in ``_listing.py``.
+  aiobotocore costs ~4x more CPU per request, and building its client ~25 ms.
+* aiobotocore keeps what is rare or intricate: multipart uploads, copy, batch delete, a
+  checksummed PUT that botocore streams as an ``aws-chunked`` trailer (https) or computes
+  with awscrt (CRC32C, CRC64NVME), and the from-env credential chain (resolved without an
+  S3 client, shared per loop).
 
 Both use the same location (endpoint, addressing), headers (custom, Tigris, requester
 pays), credentials (checked before every attempt), timeouts and error mapping
-(``_errors.py``), so a server cannot tell which path sent a request. Retries are ours only
-(``BaseStorage._call``); botocore's are switched off.
+(``_errors.py``), and send the same headers, so a server cannot tell which path sent a
+request. Retries are ours only (``BaseStorage._call``); botocore's are switched off.
 
 Differences from Icechunk, each what a user would expect:
 
