@@ -636,7 +636,7 @@ class BaseStorage(Storage):
         cut = len(self._prefix) + 1 if self._prefix else 0
         async for page in self._pages(prefix, path_prefix, None):
             for info in page.objects:
-                yield attrs.evolve(info, key=info.key[cut:])
+                yield _relative(info, cut)
 
     async def list_dir(self, prefix: str = "") -> ListResult:
         path_prefix = self._list_path_prefix(prefix)
@@ -644,7 +644,7 @@ class BaseStorage(Storage):
         objects: builtins.list[ObjectInfo] = []
         prefixes: builtins.list[str] = []
         async for page in self._pages(prefix, path_prefix, "/"):
-            objects.extend(attrs.evolve(info, key=info.key[cut:]) for info in page.objects)
+            objects.extend(_relative(info, cut) for info in page.objects)
             prefixes.extend(p[cut:] for p in page.prefixes)
         return ListResult(objects=objects, prefixes=sorted(set(prefixes)))
 
@@ -800,6 +800,13 @@ class BaseStorage(Storage):
 
     def _reset_runtime(self) -> None:
         """Forget live clients and tasks (after unpickling or ``with_settings``)."""
+
+
+def _relative(info: ObjectInfo, cut: int) -> ObjectInfo:
+    """``info`` with the prefix cut off its key (what ``attrs.evolve`` does, at half the cost:
+    this runs once per listed key)."""
+    key, size, modified, version = info.key[cut:], info.size, info.last_modified, info.version
+    return ObjectInfo(key, size, modified, version, info.content_type, info.metadata)
 
 
 def _parts_problem(

@@ -8,6 +8,7 @@ botocore's and checked by a moto server that verifies signatures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import os
@@ -33,6 +34,7 @@ from icechunk_storage import (
     ConfigurationError,
     ConnectionLostError,
     CredentialsRefreshError,
+    NotSupportedByServerError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -60,7 +62,7 @@ from icechunk_storage import (
     tigris_storage,
 )
 from icechunk_storage._backend import WRITE_ID_METADATA_KEY
-from icechunk_storage._s3._client import _add_headers
+from icechunk_storage._s3._client import _add_headers, _normalise_unsigned
 from icechunk_storage._s3._errors import (
     MultipartUploadVanishedError,
     S3ErrorContext,
@@ -437,7 +439,7 @@ ERROR_CASES: list[tuple[int, str | None, dict[str, Any], type[BaseException]]] =
     (502, None, {}, ServerError),
     (503, "ServiceUnavailable", {}, ServerError),
     (504, None, {}, ServerError),
-    (501, "NotImplemented", {}, StorageError),
+    (501, "NotImplemented", {}, NotSupportedByServerError),
     (400, "InvalidArgument", {}, StorageError),
     (409, "BucketNotEmpty", {}, StorageError),
 ]
@@ -602,6 +604,173 @@ def test_lean_get_matches_botocore_byte_for_byte(
     client.close()
 
 
+_EMPTY_LISTING = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult '
+    b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><IsTruncated>false</IsTruncated>'
+    b"</ListBucketResult>"
+)
+
+
+def _answer(request: Any) -> Any:
+    from icechunk_storage._transport._mock import MockResponse
+
+    if request.method == "GET":
+        return MockResponse(200, {"content-type": "application/xml"}, _EMPTY_LISTING)
+    if request.method == "DELETE":
+        return MockResponse(204)
+    return MockResponse(200, {"etag": '"0123"', "content-length": "0"})
+
+
+@pytest.mark.parametrize("config", SIGNER_CONFIGS)
+@pytest.mark.parametrize("checksum", [None, "crc32", "sha256"])
+def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
+    config: tuple[Any, ...], checksum: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PutObject (plain, create, If-Match, content type, metadata with the write id, storage
+    class, checksums), HeadObject, ListObjectsV2 (delimiter, continuation token) and
+    DeleteObject: URL, signed headers, signature and payload hash equal botocore's."""
+    import botocore.auth
+    import botocore.session
+    from botocore.config import Config
+
+    from icechunk_storage._s3._client import LoopClients
+    from icechunk_storage._transport._mock import MockTransport
+
+    endpoint, region, force, bucket, token, requester_pays, headers = config
+    if checksum is not None and not (endpoint or "").startswith("http:"):
+        pytest.skip("a checksummed PUT over https is botocore's aws-chunked trailer: aiobotocore")
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: FIXED_TIME)
+    monkeypatch.setattr(SigV4Signer, "timestamp", lambda self: FIXED_STAMP)
+    transport = MockTransport(_answer)
+    monkeypatch.setattr(LoopClients, "http_transport", lambda self: transport)
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    storage = s3_storage(
+        bucket=bucket,
+        prefix=None,
+        endpoint_url=endpoint,
+        allow_http=True,
+        region=region,
+        force_path_style=force,
+        access_key_id="AKIDEXAMPLE",
+        secret_access_key=secret,
+        session_token=token,
+        requester_pays=requester_pays,
+        headers=headers,
+        checksum_algorithm=checksum,
+        settings=StorageSettings(chunks_storage_class="ONEZONE_IA"),
+    )
+    location = resolve_location(bucket, endpoint, region, force)
+    client: Any = botocore.session.Session().create_client(
+        "s3",
+        region_name=region,
+        endpoint_url=location.endpoint_url,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key=secret,
+        aws_session_token=token,
+        config=Config(
+            s3={"addressing_style": "path" if location.path_style else "virtual"},
+            retries={"total_max_attempts": 1},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            proxies={},
+        ),
+    )
+    client.meta.events.register(
+        "before-sign.s3", lambda request, **_: _add_headers(storage.request_headers, request)
+    )
+    client.meta.events.register("before-send.s3", _normalise_unsigned)  # as ours is set up
+    client.meta.events.register("before-send.s3", _capture)
+    extra = {"ChecksumAlgorithm": checksum.upper()} if checksum else {}
+    write_extra = {**extra, "RequestPayer": "requester"} if requester_pays else extra
+
+    async def ours(key: str) -> None:
+        await storage.put(key, b"body", content_type="application/x", metadata={"ic_kind": "a"})
+        await storage.put(f"chunks/{key}", b"", mode="create")
+        await storage.put(key, b"again", mode=VersionInfo(etag='"abc"'))
+        await storage.head(key)
+        await storage._list_page(f"{key}/", None, None)
+        await storage._list_page("", "/", "tok+en/=x")
+        await storage.delete(key)
+
+    def write_id(index: int) -> str:
+        sent = transport.requests[index].headers
+        return sent["x-amz-meta-" + WRITE_ID_METADATA_KEY]
+
+    def theirs(key: str) -> list[tuple[str, dict[str, Any]]]:
+        klass = {"StorageClass": "ONEZONE_IA"} if key.startswith("chunks/") else {}
+        return [
+            (
+                "put_object",
+                {
+                    "Key": key,
+                    "Body": b"body",
+                    "ContentType": "application/x",
+                    "Metadata": {"ic_kind": "a"},
+                    **klass,
+                    **write_extra,
+                },
+            ),
+            (
+                "put_object",
+                {
+                    "Key": f"chunks/{key}",
+                    "Body": b"",
+                    "IfNoneMatch": "*",
+                    "StorageClass": "ONEZONE_IA",
+                    "Metadata": {WRITE_ID_METADATA_KEY: write_id(1)},
+                    **write_extra,
+                },
+            ),
+            (
+                "put_object",
+                {
+                    "Key": key,
+                    "Body": b"again",
+                    "IfMatch": "abc",
+                    "Metadata": {WRITE_ID_METADATA_KEY: write_id(2)},
+                    **klass,
+                    **write_extra,
+                },
+            ),
+            ("head_object", {"Key": key}),
+            ("list_objects_v2", {"Prefix": f"{key}/", "MaxKeys": 1000}),
+            (
+                "list_objects_v2",
+                {"Prefix": "", "MaxKeys": 1000, "ContinuationToken": "tok+en/=x", "Delimiter": "/"},
+            ),
+            ("delete_object", {"Key": key}),
+        ]
+
+    for key in TRICKY_KEYS:
+        transport.requests.clear()
+        asyncio.run(ours(key))
+        calls = theirs(key)
+        assert len(transport.requests) == len(calls)
+        for request, (operation, params) in zip(transport.requests, calls, strict=True):
+            with pytest.raises(_Captured) as captured:
+                getattr(client, operation)(Bucket=bucket, **params)
+            sent = captured.value.request
+            assert location.origin + request.target == sent.url, operation
+            expected = {
+                name.lower(): value.decode() if isinstance(value, bytes) else value
+                for name, value in sent.headers.items()
+            }
+            ours_headers = request.headers
+            assert ours_headers["authorization"] == expected["authorization"], operation
+            signed = expected["authorization"].split("SignedHeaders=")[1].split(",")[0]
+            expected.setdefault("host", location.host)  # added by the HTTP client
+            for name in signed.split(";"):
+                assert ours_headers[name] == expected[name], (operation, name)
+            for name in ("expect", "content-length", "x-amz-sdk-checksum-algorithm"):
+                if name == "content-length" and request.body is not None:
+                    assert str(len(request.body)) == expected.get(name, "0"), operation
+                else:
+                    assert ours_headers.get(name) == expected.get(name), (operation, name)
+            body = sent.body.read() if hasattr(sent.body, "read") else (sent.body or b"")
+            assert bytes(request.body or b"") == bytes(body), operation
+    client.close()
+
+
 @given(
     value=HEADER_VALUE,
     query=st.lists(
@@ -751,6 +920,119 @@ async def test_requester_pays_and_custom_headers_on_every_request(
         assert "x-amz-request-payer" in signed  # added before signing
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"requester_pays": True, "headers": {"X-Custom": "v"}, "checksum_algorithm": "crc32"}],
+)
+async def test_a_server_cannot_tell_which_path_sent_a_request(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, options: dict[str, Any]
+) -> None:
+    """Each lean request next to the same call made through the storage's aiobotocore client:
+    the proxy records the same method, path, query, body and headers (names and values; the
+    date and signature only differ when the clock ticked between the two)."""
+    from botocore.exceptions import ClientError
+
+    storage = make(s3_proxy.url, bucket, session_token="token", **options)
+    extra = {"ChecksumAlgorithm": "CRC32"} if "checksum_algorithm" in options else {}
+    if options.get("requester_pays"):
+        extra["RequestPayer"] = "requester"
+    pairs: list[tuple[RecordedRequest, RecordedRequest]] = []
+    async with storage:
+        client: Any = await storage._client()
+        state: dict[str, Any] = {}
+
+        async def both(lean: Callable[[], Any], sdk: Callable[[], Any]) -> None:
+            s3_proxy.clear()
+            await lean()
+            (ours,) = s3_proxy.recorded()
+            call = sdk()  # built before clear(): it may read the lean request's write id
+            s3_proxy.clear()
+            with contextlib.suppress(ClientError):  # a repeated condition fails: same request
+                await call
+            (theirs,) = s3_proxy.recorded()
+            pairs.append((ours, theirs))
+
+        async def put_create() -> None:
+            state["v"] = await storage.put("chunks/a b", b"1", mode="create")
+
+        def write_id() -> str:  # the lean request's, sent again by botocore
+            return s3_proxy.recorded()[0].headers["x-amz-meta-" + WRITE_ID_METADATA_KEY]
+
+        key = "p/chunks/a b"
+        await both(
+            lambda: storage.put("chunks/a b", b"hello", content_type="a/b", metadata={"m": "v"}),
+            lambda: client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=b"hello",
+                ContentType="a/b",
+                Metadata={"m": "v"},
+                **extra,
+            ),
+        )
+        await storage.delete("chunks/a b")
+        await both(
+            put_create,
+            lambda: client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=b"1",
+                IfNoneMatch="*",
+                Metadata={WRITE_ID_METADATA_KEY: write_id()},
+                **extra,
+            ),
+        )
+        await both(
+            lambda: storage.put("chunks/a b", b"2", mode=state["v"]),
+            lambda: client.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=b"2",
+                IfMatch=state["v"].etag.strip('"'),
+                Metadata={WRITE_ID_METADATA_KEY: write_id()},
+                **extra,
+            ),
+        )
+        await both(
+            lambda: storage.head("chunks/a b"), lambda: client.head_object(Bucket=bucket, Key=key)
+        )
+        await both(
+            lambda: storage.get("chunks/a b"), lambda: client.get_object(Bucket=bucket, Key=key)
+        )
+        await storage.put("z", b"")
+        storage._list_page_size = 1
+        page = await storage._list_page("p/", None, None)
+        assert page.next_token is not None
+        token = page.next_token
+        await both(
+            lambda: storage._list_page("p/", None, None),
+            lambda: client.list_objects_v2(Bucket=bucket, Prefix="p/", MaxKeys=1),
+        )
+        await both(
+            lambda: storage._list_page("p/", "/", token),
+            lambda: client.list_objects_v2(
+                Bucket=bucket, Prefix="p/", MaxKeys=1, ContinuationToken=token, Delimiter="/"
+            ),
+        )
+        await both(
+            lambda: storage.delete("chunks/a b"),
+            lambda: client.delete_object(Bucket=bucket, Key=key),
+        )
+    assert [ours.method for ours, _ in pairs] == [
+        "PUT", "PUT", "PUT", "HEAD", "GET", "GET", "GET", "DELETE"
+    ]  # fmt: skip
+    for ours, theirs in pairs:
+        seen = (ours.method, ours.path, ours.query)
+        assert seen == (theirs.method, theirs.path, theirs.query)
+        assert ours.body_size == theirs.body_size, seen
+        mine, other = dict(ours.headers), dict(theirs.headers)
+        if mine["x-amz-date"] != other["x-amz-date"]:  # the clock ticked in between
+            for headers in (mine, other):
+                del headers["x-amz-date"]
+                headers["authorization"] = headers["authorization"].split(", Signature=")[0]
+        assert mine == other, seen
+
+
 async def test_conditional_headers_on_the_wire(
     s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path
 ) -> None:
@@ -823,9 +1105,10 @@ async def test_tigris_consistency_headers_on_every_request(
         assert bytes((await storage.get("k")).data) == b"v"
         await storage.head("k")
         [_ async for _ in storage.list()]
-        await storage.delete("k")
+        await storage.delete("k")  # DeleteObject
+        await storage.delete_many(["k", "other"])  # DeleteObjects, through aiobotocore
     sent = s3_proxy.recorded()
-    assert {r.method for r in sent} == {"PUT", "GET", "HEAD", "POST"}
+    assert {r.method for r in sent} == {"PUT", "GET", "HEAD", "DELETE", "POST"}
     for request in sent:
         assert request.headers["x-tigris-regions"] == "iad", request
         assert request.headers["x-tigris-consistent"] == "true", request
@@ -968,6 +1251,39 @@ async def test_from_env_environment_variables(
     for request in s3_proxy.recorded():
         assert "Credential=ENVKEY/" in request.headers["authorization"]
         assert request.headers["x-amz-security-token"] == "env-session-token"
+
+
+async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_shared(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PUT, conditional PUT, GET, HEAD, LIST and DELETE of a fresh (unpickled) storage build
+    neither an aiobotocore client nor its pool; from-env storages of one loop walk botocore's
+    credential chain once, and again when the environment changes."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    template = make(s3_proxy.url, bucket, access_key_id=None, secret_access_key=None)
+    first, second = pickle.loads(pickle.dumps(template)), pickle.loads(pickle.dumps(template))
+    for storage in (first, second):
+        version = await storage.put("k", b"v")
+        await storage.put("k", b"w", mode=version)
+        await storage.put("new", b"n", mode="create")
+        assert bytes((await storage.get("k")).data) == b"w"
+        assert (await storage.head("k")).size == 1
+        assert [i.key async for i in storage.list()] == ["k", "new"]
+        await storage.delete("new")
+        clients = storage._loops.peek()
+        assert clients is not None
+        assert (clients._s3, clients.http) == (None, None)  # no SDK client, no aiohttp pool
+    one, two = first._loops.peek(), second._loops.peek()
+    assert one is not None
+    assert two is not None
+    assert one._env_credentials is two._env_credentials  # the chain was walked once
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "OTHERKEY")
+    third = pickle.loads(pickle.dumps(template))
+    await third.put("k", b"x")
+    assert "Credential=OTHERKEY/" in s3_proxy.recorded()[-1].headers["authorization"]
+    for storage in (first, second, third):
+        await storage.aclose()
 
 
 async def test_from_env_profile_in_shared_files(
@@ -1427,7 +1743,8 @@ async def test_delete_many_in_batches_reports_failed_keys(
         assert len(failed.errors) == 3
         assert all("permission denied" in why for why in failed.errors.values())
     batches = only(s3_proxy.recorded(), "POST", "delete")
-    assert len(batches) == 6
+    assert len(batches) == 4  # 3 + 3 keys, twice; each lone 7th key is one DeleteObject
+    assert len(only(s3_proxy.recorded(), "DELETE")) == 2
 
 
 # --- clients, loops, pickling ------------------------------------------------------------
@@ -1439,6 +1756,7 @@ async def test_one_pool_per_loop_shared_by_both_request_paths(
     storage = make(s3_proxy.url, bucket)
     await storage.put("k", b"v")
     await storage.get("k")
+    await storage.copy("k", "copied")  # aiobotocore: opens the pool
     clients = storage._loops.peek()
     assert clients is not None
     assert clients.http is not None
@@ -1478,6 +1796,7 @@ async def test_pools_of_storages_nobody_closed_are_closed(
     async def use_without_closing() -> None:
         storage = make(moto_server.url, bucket)
         await storage.put("k", b"v")
+        await storage.copy("k", "copied")  # aiobotocore: opens the pool
         clients = storage._loops.peek()
         assert clients is not None
         seen.append(clients.http)

@@ -5,9 +5,10 @@ lazily on first use:
 
 * one aiohttp ``ClientSession`` (one connection pool, sized to the process-wide request
   limit), used by aiobotocore, which is handed a session class that reuses it instead of
-  opening a pool of its own, and by the lean GET path when a proxy is configured;
-* the :class:`~.._transport.TransportConfig` of the lean GET path, which reads through the
-  shared transport (``_transport``: our HTTP/1.1 client, or aiohttp behind a proxy);
+  opening a pool of its own;
+* the :class:`~.._transport.TransportConfig` of the lean data plane (GET, PUT, HEAD, LIST,
+  DELETE), sent through the shared transport (our HTTP/1.1 client, or aiohttp behind a
+  proxy); the aiobotocore client and its pool are built only when a rare request needs it;
 * the aiobotocore client, with botocore's retries off (our retry loop is the only one),
   checksums only when required or asked for, custom headers added before signing, and the
   endpoint and addressing style taken from :class:`S3Location` so both paths agree;
@@ -49,16 +50,16 @@ from ._errors import S3ErrorContext, s3_errors
 from ._headers import RequestHeaders
 from ._location import S3Location, resolve_location
 from ._sigv4 import SigV4Signer
+from ._wire import NOT_SENT_WITH_PUT, UNSIGNED_HEADERS, USER_AGENT
 
 if TYPE_CHECKING:
     import aiohttp
     from aiobotocore.session import AioSession, ClientCreatorContext
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["ClientSettings", "LoopClients"]
+__all__ = ["USER_AGENT", "ClientSettings", "LoopClients"]
 
 FALLBACK_REGION = "us-east-1"
-USER_AGENT = "icechunk-storage"
 KEEPALIVE_SECONDS = 12.0  # S3 closes idle connections after ~20 s
 DEFAULT_CONNECT_TIMEOUT = 60.0
 
@@ -143,6 +144,48 @@ def _sdk_classes() -> tuple[type[Any], type[Any]]:
     return SourceCredentials, SharedPoolSession
 
 
+def _new_session() -> AioSession:
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.register_component("data_loader", _shared_loader())
+    return session
+
+
+class _EnvChain:
+    """botocore's session and from-env credentials, shared by every storage of one event loop
+    while the ``AWS_*`` environment stays the same.
+
+    Building a session and walking the credential chain costs ~7 ms of CPU; dask unpickles a
+    fresh storage per task, so per storage it would be paid on every task's first request.
+    Per loop, because aiobotocore's refreshable credentials hold an asyncio lock. The chain
+    depends only on the environment (variables, and the files and services they point to),
+    so storages with equal environments get equal credentials either way; refreshing
+    credentials refresh themselves, for all of them at once.
+    """
+
+    __slots__ = ("credentials", "session")
+
+    def __init__(self) -> None:
+        self.session = _new_session()
+        self.credentials: Any = None
+
+    @classmethod
+    def current(cls) -> _EnvChain:
+        environment = tuple(sorted(i for i in os.environ.items() if i[0].startswith("AWS_")))
+        chains = _env_chains.setdefault(asyncio.get_running_loop(), {})
+        chain = chains.get(environment)
+        if chain is None:
+            chains.clear()  # the environment changed: forget the old chain
+            chain = chains[environment] = cls()
+        return chain
+
+
+_env_chains: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _EnvChain]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class _SourceProvider:
     """A credential provider that botocore's resolver asks first."""
 
@@ -168,6 +211,27 @@ def _add_headers(headers: RequestHeaders, request: Any, **_: Any) -> None:
     for name, value in headers.for_method(request.method):
         del request.headers[name]  # HTTPHeaders appends on assignment; deleting is safe
         request.headers[name] = value
+
+
+_SDK_TELEMETRY: tuple[str, ...] = ("amz-sdk-invocation-id", "amz-sdk-request")
+
+
+def _normalise_unsigned(request: Any, event_name: str = "", **_: Any) -> None:
+    """Unsigned headers as the lean path sends them (after signing, so nothing signed
+    changes): our User-Agent instead of botocore's, no SDK telemetry headers, and no
+    ``Expect`` on PutObject (see ``_wire.NOT_SENT_WITH_PUT``). With this, the two paths send
+    the same headers for the same request."""
+    headers = request.headers
+    dropped = _SDK_TELEMETRY
+    if event_name.endswith(".PutObject"):
+        dropped = (*dropped, *NOT_SENT_WITH_PUT)
+    for name in dropped:
+        if name in headers:
+            del headers[name]
+    for name, value in UNSIGNED_HEADERS.items():
+        if name in headers:
+            del headers[name]
+        headers[name] = value
 
 
 class _Pool:
@@ -245,11 +309,10 @@ class LoopClients:
 
     def _botocore_session(self) -> AioSession:
         if self._session is None:
-            from aiobotocore.session import AioSession
-
-            session = AioSession()
-            session.register_component("data_loader", _shared_loader())
-            self._session = session
+            if self._source is None:  # the chain's session, shared: see _EnvChain
+                self._session = _EnvChain.current().session
+            else:  # its credential resolver gets our source: this storage's alone
+                self._session = _new_session()
         return self._session
 
     def _resolve_region(self) -> str:
@@ -321,7 +384,7 @@ class LoopClients:
                 sock_read=self.settings.read_timeout,
             ),
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            skip_auto_headers={"Content-Type"},
+            skip_auto_headers={"Content-Type", "Accept"},
             auto_decompress=False,  # objects are returned byte for byte, gzip or not
         )
         self._pool = pool = _Pool()
@@ -393,15 +456,18 @@ class LoopClients:
         client.meta.events.register(
             "before-sign.s3", functools.partial(_add_headers, settings.headers)
         )
+        client.meta.events.register("before-send.s3", _normalise_unsigned)
         return client
 
     # --- credentials -------------------------------------------------------------------
 
     async def _load_env_credentials(self) -> Any:
         if self._env_credentials is None:
+            chain = _EnvChain.current()
+            self._session = self._session or chain.session
             context = S3ErrorContext("credential lookup", "", self.settings.bucket)
             with s3_errors(context):
-                found = await self._botocore_session().get_credentials()
+                found = chain.credentials or await chain.session.get_credentials()
             if found is None:
                 raise AuthenticationError(
                     "No AWS credentials were found in the environment (AWS_ACCESS_KEY_ID and "
@@ -409,7 +475,7 @@ class LoopClients:
                     "file, web identity, instance metadata). Pass access_key_id and "
                     "secret_access_key, get_credentials, or anonymous=True for a public bucket."
                 )
-            self._env_credentials = found
+            self._env_credentials = chain.credentials = found
         return self._env_credentials
 
     async def env_credentials(self) -> FrozenCredentials:

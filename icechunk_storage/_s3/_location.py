@@ -64,6 +64,13 @@ class S3Location:
     def url(self, path: str) -> str:
         return self.origin + self.uri(path)
 
+    def bucket_uri(self) -> str:
+        """The path of bucket-level requests (ListObjectsV2, DeleteObjects), as botocore
+        sends it: ``/bucket`` path-style, ``/`` virtual-hosted."""
+        if self.path_style:
+            return f"{self.base_path}/{self.bucket}"
+        return f"{self.base_path}/"
+
 
 def resolve_location(
     bucket: str, endpoint_url: str | None, region: str, force_path_style: bool

@@ -2,18 +2,22 @@
 
 Two request paths, one behaviour:
 
-* chunk reads (``get``, split reads, ``get_if_changed``) are a lean signed GET: a
-  standard-library SigV4 signature with a cached signing key (no signature at all for
-  anonymous access), sent by our own HTTP/1.1 client (``_http.py``), which reads a ranged
-  body straight into the caller's buffer (one copy; aiohttp makes three). Behind an HTTP(S)
-  proxy it goes over the storage's aiohttp pool instead. aiobotocore costs ~4x more CPU per
-  GET.
-* everything else (HEAD, PUT, multipart, copy, list, delete) goes through aiobotocore.
+* the data plane is lean: chunk reads (``get``, split reads, ``get_if_changed``),
+  PutObject (conditional or not), HeadObject, ListObjectsV2 and DeleteObject are one
+  request each, signed by a standard-library SigV4 signer with a cached signing key (no
+  signature for anonymous access) and sent through the shared transport
+  (``.._transport``), from and into the caller's buffers. Requests are built in
+  ``_wire.py`` exactly as botocore builds them; listings are parsed in ``_listing.py``.
+  aiobotocore costs ~4x more CPU per request, and building its client ~25 ms.
+* aiobotocore keeps what is rare or intricate: multipart uploads, copy, batch delete, a
+  checksummed PUT that botocore streams as an ``aws-chunked`` trailer (https) or computes
+  with awscrt (CRC32C, CRC64NVME), and the from-env credential chain (resolved without an
+  S3 client, shared per loop).
 
 Both use the same location (endpoint, addressing), headers (custom, Tigris, requester
 pays), credentials (checked before every attempt), timeouts and error mapping
-(``_errors.py``), so a server cannot tell which path sent a request. Retries are ours only
-(``BaseStorage._call``); botocore's are switched off.
+(``_errors.py``), and send the same headers, so a server cannot tell which path sent a
+request. Retries are ours only (``BaseStorage._call``); botocore's are switched off.
 
 Differences from Icechunk, each what a user would expect:
 
@@ -36,8 +40,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .._backend import BaseStorage, ListPage, WriteMode
@@ -56,9 +60,9 @@ from .._ranges import (
 )
 from .._settings import StorageSettings
 from .._storage import Data, GetResult, ObjectInfo, VersionInfo
-from .._transport import Request, aclose_transport
+from .._transport import Request, Response, aclose_transport
 from ._auth import CredentialSource, FrozenCredentials
-from ._client import USER_AGENT, ClientSettings, LoopClients
+from ._client import ClientSettings, LoopClients
 from ._errors import (
     S3ErrorContext,
     error_for_status,
@@ -66,13 +70,13 @@ from ._errors import (
     s3_errors,
 )
 from ._headers import HeaderPairs, RequestHeaders, resolve_request_headers, validate_headers
+from ._listing import MAX_PAGE_BYTES, head_info, parse_list_page
 from ._location import S3Location
 from ._options import ChecksumAlgorithm, S3Options
-from ._sigv4 import SigV4Signer
+from ._sigv4 import EMPTY_SHA256, SigV4Signer
+from ._wire import checksum_headers, list_query, put_headers, signed
 
 if TYPE_CHECKING:
-    from datetime import datetime as Datetime
-
     from types_aiobotocore_s3 import S3Client
 
     from .._loops import LoopLocal
@@ -80,9 +84,6 @@ if TYPE_CHECKING:
 __all__ = ["S3Storage", "build_get_request"]
 
 T = TypeVar("T")
-
-_UNSIGNED_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
-"""Added to every lean GET after signing, as the aiobotocore path sends them."""
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PART_SIZE = 5 * 1024 * 1024 * 1024
@@ -195,6 +196,7 @@ class S3Storage(BaseStorage):
             forced_write=forced_write,
         )
         self._read_headers = self._headers.read_lower
+        self._write_headers = {name.lower(): value for name, value in self._headers.write}
         self._reset_runtime()
 
     # --- configuration -----------------------------------------------------------------
@@ -332,7 +334,48 @@ class S3Storage(BaseStorage):
     def _checksum(self) -> ChecksumAlgorithm | None:
         return self._options.checksum_algorithm
 
-    # --- the lean GET path ---------------------------------------------------------------
+    # --- the lean data plane: one signed request each over the shared transport ----------
+
+    async def _lean_send(
+        self,
+        context: S3ErrorContext,
+        method: str,
+        uri: str,
+        headers: dict[str, str],
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: bytes | bytearray | memoryview | None = None,
+        payload_hash: str | None = None,
+        max_body: int = 64 * 1024,
+    ) -> Response:
+        """One signed request that is not an object read; a non-2xx status is raised as
+        our error (``error_for_status``), exactly as for reads."""
+        clients = await self._clients()
+        location, signer = clients.location, clients.signer
+        assert location is not None
+        assert signer is not None
+        credentials = await self._signing_credentials(clients)
+        if payload_hash is None:
+            payload_hash = hashlib.sha256(body).hexdigest() if body is not None else EMPTY_SHA256
+        target, headers = signed(
+            location,
+            signer,
+            method,
+            uri,
+            headers,
+            credentials,
+            query=query,
+            payload_hash=payload_hash,
+        )
+        with s3_errors(context):
+            response = await clients.http_transport().request(
+                Request(method, target, headers, body), what=context.describe(), max_body=max_body
+            )
+        status = response.status
+        if 200 <= status < 300:
+            return response
+        code, message = parse_error_body(bytes(response.body))
+        raise error_for_status(status, code, message, context, response.headers)
 
     async def _lean_get(
         self,
@@ -349,10 +392,9 @@ class S3Storage(BaseStorage):
         304 Not Modified.
         """
         clients = await self._clients()
-        location, signer, config = clients.location, clients.signer, clients.transport
+        location, signer = clients.location, clients.signer
         assert location is not None
         assert signer is not None
-        assert config is not None
         context = self._context(operation, path)
         credentials = await self._signing_credentials(clients)
         target, headers = _get_request(
@@ -364,7 +406,6 @@ class S3Storage(BaseStorage):
             if_none_match=if_none_match,
             credentials=credentials,
         )
-        headers.update(_UNSIGNED_HEADERS)
         with s3_errors(context):
             response = await clients.http_transport().read(
                 Request("GET", target, headers), byte_range, what=context.describe(), into=into
@@ -412,18 +453,13 @@ class S3Storage(BaseStorage):
                 return await send(client)
 
     async def _head_object(self, path: str) -> ObjectInfo:
-        response = await self._request(
-            self._context("head", path),
-            lambda c: c.head_object(Bucket=self._bucket, Key=path),
+        context = self._context("head", path)
+        location = (await self._clients()).location
+        assert location is not None
+        response = await self._lean_send(
+            context, "HEAD", location.uri(path), dict(self._read_headers)
         )
-        return ObjectInfo(
-            key=path,
-            size=int(response.get("ContentLength", 0)),
-            last_modified=_aware(response.get("LastModified")),
-            version=VersionInfo(etag=response.get("ETag")),
-            content_type=response.get("ContentType"),
-            metadata=dict(response.get("Metadata") or {}),
-        )
+        return head_info(path, response.headers, context.describe())
 
     def _condition(self, path: str, mode: WriteMode) -> dict[str, str]:
         if mode == "create":
@@ -450,6 +486,47 @@ class S3Storage(BaseStorage):
         return params
 
     async def _put_object(
+        self,
+        path: str,
+        data: Data,
+        mode: WriteMode,
+        content_type: str | None,
+        metadata: Mapping[str, str],
+    ) -> VersionInfo:
+        """One PutObject from the caller's buffer (no copy), signed over the body's SHA-256
+        as botocore signs it. A checksummed PUT that botocore would stream as an
+        ``aws-chunked`` trailer (https) or compute with awscrt goes through aiobotocore."""
+        clients = await self._clients()
+        location = clients.location
+        assert location is not None
+        extra = None
+        checksum = self._checksum
+        if checksum is not None:
+            extra = checksum_headers(checksum, data, location.scheme)
+            if extra is None:
+                return await self._sdk_put_object(path, data, mode, content_type, metadata)
+        if_match = None
+        if isinstance(mode, VersionInfo):
+            if mode.etag is None:
+                raise PreconditionFailedError(
+                    path, mode, f"Cannot write {path!r} conditionally on S3 without an etag."
+                )
+            if_match = _strip_quotes(mode.etag)
+        headers = put_headers(
+            content_type=content_type,
+            metadata=metadata,
+            storage_class=self._storage_class(path),
+            if_none_match=mode == "create",
+            if_match=if_match,
+            extra=extra,
+            write_headers=self._write_headers,
+        )
+        response = await self._lean_send(
+            self._context("put", path, mode=mode), "PUT", location.uri(path), headers, body=data
+        )
+        return VersionInfo(etag=response.headers.get("etag"))
+
+    async def _sdk_put_object(
         self,
         path: str,
         data: Data,
@@ -563,28 +640,34 @@ class S3Storage(BaseStorage):
     async def _list_page(
         self, path_prefix: str, delimiter: str | None, token: str | None
     ) -> ListPage:
-        params: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Prefix": path_prefix,
-            "MaxKeys": self._list_page_size,
-        }
-        if token is not None:
-            params["ContinuationToken"] = token
-        if delimiter is not None:
-            params["Delimiter"] = delimiter
-        page = await self._request(
-            self._context("list", path_prefix), lambda c: c.list_objects_v2(**params)
+        context = self._context("list", path_prefix)
+        location = (await self._clients()).location
+        assert location is not None
+        response = await self._lean_send(
+            context,
+            "GET",
+            location.bucket_uri(),
+            dict(self._read_headers),
+            query=list_query(path_prefix, self._list_page_size, token, delimiter),
+            max_body=MAX_PAGE_BYTES,
         )
-        next_token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
-        return ListPage(
-            objects=[_object_info(item) for item in page.get("Contents") or ()],
-            prefixes=[p["Prefix"] for p in page.get("CommonPrefixes") or ()],
-            next_token=next_token or None,
-        )
+        return parse_list_page(response.body, path_prefix, delimiter, context.describe())
 
     async def _delete_objects(
         self, paths: list[str]
     ) -> tuple[dict[str, int | None], dict[str, str]]:
+        if len(paths) == 1:  # DeleteObject: one lean request, no body to checksum
+            path = paths[0]
+            location = (await self._clients()).location
+            assert location is not None
+            await self._lean_send(
+                self._context("delete", path),
+                "DELETE",
+                location.uri(path),
+                dict(self._write_headers),
+                body=b"",  # botocore sends "content-length: 0", unsigned
+            )
+            return {path: None}, {}
         params: dict[str, Any] = {
             "Bucket": self._bucket,
             "Delete": {"Objects": [{"Key": path} for path in paths], "Quiet": True},
@@ -647,34 +730,6 @@ def _get_request(
         headers["range"] = range_value
     if if_none_match is not None:
         headers["if-none-match"] = if_none_match
-    uri = location.uri(path)
-    if credentials is None:
-        headers["host"] = location.host
-    else:
-        access_key, secret_key, token = credentials
-        headers = signer.sign(
-            method="GET",
-            host=location.host,
-            canonical_uri=uri,
-            headers=headers,
-            access_key=access_key,
-            secret_key=secret_key,
-            session_token=token,
-            timestamp=timestamp,
-        )
-    return uri, headers
-
-
-def _aware(value: Datetime | None) -> Datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _object_info(item: Mapping[str, Any]) -> ObjectInfo:
-    return ObjectInfo(
-        key=item["Key"],
-        size=int(item.get("Size", 0)),
-        last_modified=_aware(item.get("LastModified")),
-        version=VersionInfo(etag=item.get("ETag")),
+    return signed(
+        location, signer, "GET", location.uri(path), headers, credentials, timestamp=timestamp
     )
