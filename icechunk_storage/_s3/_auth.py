@@ -1,6 +1,6 @@
 """Static and refreshable S3 credentials, handed out per request attempt.
 
-Both request paths ask a :class:`CredentialSource` before *every* attempt (the lean GET
+Both request paths ask a :class:`CredentialSource` before *every* attempt (the data plane
 before signing, aiobotocore through its credential provider before signing), so a request
 never goes out with a credential past its expiry: static credentials past ``expires_after``
 are refused, refreshable ones come from the shared refresher (``_refresher.py``), which

@@ -217,7 +217,7 @@ _SDK_TELEMETRY: tuple[str, ...] = ("amz-sdk-invocation-id", "amz-sdk-request")
 
 
 def _normalise_unsigned(request: Any, event_name: str = "", **_: Any) -> None:
-    """Unsigned headers as the lean path sends them (after signing, so nothing signed
+    """Unsigned headers as the data plane sends them (after signing, so nothing signed
     changes): our User-Agent instead of botocore's, no SDK telemetry headers, and no
     ``Expect`` on PutObject (see ``_wire.NOT_SENT_WITH_PUT``). With this, the two paths send
     the same headers for the same request."""
@@ -324,7 +324,7 @@ class LoopClients:
         return str(configured) if configured else FALLBACK_REGION
 
     async def ready(self) -> None:
-        """Resolve the location and signer, and the transport of the lean GET path (once
+        """Resolve the location and signer, and the transport of the data plane (once
         per loop). Builds no SDK client and no connection: the first read is cheap."""
         if self.location is None:
             async with self._lock:
@@ -355,7 +355,7 @@ class LoopClients:
         self.location = location
 
     def http_transport(self) -> Transport:
-        """The lean GET path's transport in this loop (kept here: one lookup per loop)."""
+        """The lean data plane's transport in this loop (kept here: one lookup per loop)."""
         transport = self._http_transport
         if transport is None or transport.closed:
             assert self.transport is not None

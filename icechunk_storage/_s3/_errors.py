@@ -1,7 +1,7 @@
 """The one place where botocore, aiohttp and HTTP-status errors become our error tree.
 
 Both request paths end here: aiobotocore calls (``ClientError`` and botocore transport
-errors) and the lean GET path (an HTTP status plus the S3 XML error body, or an aiohttp
+errors) and the data plane on the shared transport (an HTTP status plus the S3 XML error body, or an aiohttp
 exception). Matching goes from the most specific to the most general, and the original
 exception is always chained (``raise ... from exc``). Retryability is decided here once, by
 choosing a :class:`TransientError` subclass; nothing downstream parses messages.

@@ -1,6 +1,6 @@
 """Where a bucket's objects live: endpoint, addressing style, and the URL of each object.
 
-Both request paths (aiobotocore and the lean GET) use the one :class:`S3Location`, so they
+Both request paths (aiobotocore and the data plane) use the one :class:`S3Location`, so they
 can never disagree on where an object is: aiobotocore gets the endpoint and addressing style
 from here explicitly instead of resolving its own.
 

@@ -2,7 +2,7 @@
 
 Two request paths, one behaviour:
 
-* the data plane is lean: chunk reads (``get``, split reads, ``get_if_changed``),
+* the lean data plane, on the shared transport: chunk reads (``get``, split reads, ``get_if_changed``),
   PutObject (conditional or not), HeadObject, ListObjectsV2 and DeleteObject are one
   request each, signed by a standard-library SigV4 signer with a cached signing key (no
   signature for anonymous access) and sent through the shared transport
@@ -696,7 +696,7 @@ def build_get_request(
     credentials: FrozenCredentials | None = None,
     timestamp: str | None = None,
 ) -> tuple[str, dict[str, str]]:
-    """The URL and headers of one lean GET: what botocore would send for GetObject.
+    """The URL and headers of one data-plane GET: what botocore would send for GetObject.
 
     ``base_headers``: the read headers, lower-case names. No credentials: unsigned.
     """
