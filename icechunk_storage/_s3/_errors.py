@@ -1,10 +1,11 @@
-"""The one place where botocore, aiohttp and HTTP-status errors become our error tree.
+"""The one place where botocore errors and S3 error responses become our error tree.
 
 Both request paths end here: aiobotocore calls (``ClientError`` and botocore transport
-errors) and the data plane on the shared transport (an HTTP status plus the S3 XML error body, or an aiohttp
-exception). Matching goes from the most specific to the most general, and the original
-exception is always chained (``raise ... from exc``). Retryability is decided here once, by
-choosing a :class:`TransientError` subclass; nothing downstream parses messages.
+errors) and the lean data plane (an HTTP status plus the S3 XML error body; transport
+failures arrive already typed by ``_transport``). Matching goes from the most specific
+to the most general, and the original exception is always chained (``raise ... from
+exc``). Retryability is decided here once, by choosing a :class:`TransientError`
+subclass; nothing downstream parses messages.
 
 Messages name the operation, the key, the HTTP status and the S3 error code and message;
 never a credential.

@@ -1,4 +1,5 @@
-"""A minimal AWS Signature Version 4 signer, standard library only, for the data plane (requests on the shared transport).
+"""A minimal AWS Signature Version 4 signer, standard library only, for the lean data plane
+(requests on the shared transport).
 
 botocore's ``S3SigV4Auth.add_auth`` costs about 120 µs of CPU per request; this signer costs
 a few µs, mostly because the signing key (four chained HMACs) is derived once per secret,

@@ -2,7 +2,7 @@
 
 Two request paths, one behaviour:
 
-* the lean data plane, on the shared transport: chunk reads (``get``, split reads, ``get_if_changed``),
+* the lean data plane: chunk reads (``get``, split reads, ``get_if_changed``),
   PutObject (conditional or not), HeadObject, ListObjectsV2 and DeleteObject are one
   request each, signed by a standard-library SigV4 signer with a cached signing key (no
   signature for anonymous access) and sent through the shared transport
