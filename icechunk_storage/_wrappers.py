@@ -379,8 +379,19 @@ class InstrumentedStorage(WrappedStorage[S]):
             return await super().delete_many(items)
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Each step of the inner listing runs with this wrapper's observer set and reset
+        within the step (never across a ``yield``, where the consumer's context may differ),
+        so the page requests are counted."""
         with self._measure("list", observe=False):
-            async for info in self.inner.list(prefix):
+            pages = self.inner.list(prefix).__aiter__()
+            while True:
+                token = current_observer.set(_Attributing(self, "list", current_observer.get()))
+                try:
+                    info = await pages.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    current_observer.reset(token)
                 yield info
 
     async def list_dir(self, prefix: str = "") -> ListResult:
