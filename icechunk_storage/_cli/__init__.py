@@ -43,6 +43,9 @@ URLS = textwrap.dedent(
       Azure  AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_ACCOUNT_KEY,
              AZURE_STORAGE_SAS_TOKEN, then azure-identity if installed
     --anonymous sends unsigned requests instead (public buckets and containers).
+    A cloud URL may carry its own connection options as a query string, which win over the
+    command line's (to copy between two endpoints), other keys going to --config:
+      s3://bucket/prefix?endpoint_url=http://127.0.0.1:9000&allow_http=true
 
     Exit codes: 0 success, 1 a failure (or a check that did not pass), 2 a wrong command line.
     """

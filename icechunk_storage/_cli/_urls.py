@@ -7,7 +7,10 @@ cloud, a root directory for the local filesystem. Memory storages have no prefix
 scope keeps one (``Scope.base``) and joins it to every key itself.
 
 Connection options (``--endpoint-url`` ...) apply to every cloud URL of a command; one that
-applies to none of them is refused, never ignored. Credentials are never options: each
+applies to none of them is refused, never ignored. A cloud URL can carry its own, as a query
+string that wins over the command line's (for a copy between two endpoints):
+``s3://bucket/prefix?endpoint_url=http://127.0.0.1:9000&allow_http=true``; other query keys
+are ``--config`` keys. Credentials are never options: each
 factory reads them from the environment, as it does when called with none.
 """
 
@@ -110,6 +113,25 @@ class CloudOptions:
             "--config": dict(self.config) or None,
         }
         return {flag: value for flag, value in flags.items() if value is not None}
+
+    def with_query(self, url: str, query: str) -> CloudOptions:
+        """These options with a URL's own query string over them."""
+        from urllib.parse import parse_qsl
+
+        changes: dict[str, Any] = {}
+        config = dict(self.config)
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            raise UsageError(f"{url}: the query string is not KEY=VALUE&...") from None
+        for name, value in pairs:
+            if name in ("endpoint_url", "region"):
+                changes[name] = value
+            elif name in ("allow_http", "force_path_style", "anonymous"):
+                changes[name] = _flag(name, value)
+            else:
+                config[name] = value
+        return attrs.evolve(self, config=config, **changes)
 
     @property
     def settings(self) -> StorageSettings:
@@ -301,9 +323,13 @@ def parse_url(url: str, options: CloudOptions, used: set[str] | None = None) -> 
         )
     if used is not None:
         used.update(ACCEPTS[kind] & set(options.given()))
+    rest, question, query = rest.partition("?")
+    if question:
+        options = options.with_query(url, query)
+        url = url.partition("?")[0]
     first, _, path = rest.partition("/")
     if not first:
-        what = "an account" if kind == "azure" else "a bucket"
+        what = "account" if kind == "azure" else "bucket"
         raise UsageError(f"{url}: the URL names no {what}; expected one of: {SCHEMES}.")
     if kind == "s3":
         return Location(url, kind, path.strip("/"), _s3(first, options))
