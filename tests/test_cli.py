@@ -37,7 +37,7 @@ def test_console_script_is_the_module_entry_point(env: dict[str, str]) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     result = run_cli("--version", env=env)
     assert result.code == 0
-    assert result.out.split()[0] == "icechunk-storage"
+    assert result.out.split() == ["icechunk-storage", version]
 
 
 def test_help_describes_every_command_and_option(env: dict[str, str]) -> None:
@@ -45,8 +45,10 @@ def test_help_describes_every_command_and_option(env: dict[str, str]) -> None:
     assert top.code == 0
     for text in ("check", "ls", "cat", "stat", "cp", "demo", "s3://bucket/prefix", "gs://"):
         assert text in top.out
-    assert "az://account/container/prefix" in top.out and "memory://" in top.out
-    assert "AWS_ACCESS_KEY_ID" in top.out and "STORAGE_EMULATOR_HOST" in top.out
+    assert "az://account/container/prefix" in top.out
+    assert "memory://" in top.out
+    assert "AWS_ACCESS_KEY_ID" in top.out
+    assert "STORAGE_EMULATOR_HOST" in top.out
     cp = run_cli("cp", "--help", env=env)
     for option in ("--if-absent", "--progress", "--json", "--endpoint-url", "--region"):
         assert option in cp.out
@@ -55,7 +57,8 @@ def test_help_describes_every_command_and_option(env: dict[str, str]) -> None:
     assert "--rounds" in run_cli("check", "--help", env=env).out
     assert "--range" in run_cli("cat", "--help", env=env).out
     nothing = run_cli(env=env)
-    assert nothing.code == 2 and "COMMAND" in nothing.err
+    assert nothing.code == 2
+    assert "COMMAND" in nothing.err
 
 
 def test_demo_is_still_a_subcommand(env: dict[str, str], tmp_path: Path) -> None:
@@ -78,7 +81,8 @@ def test_check_local_passes_and_leaves_nothing(
     report = result.json()
     for name in ("read", "write", "list", "delete", "conditional_create", "conditional_update"):
         assert report[name] is True, (name, report["details"])
-    assert report["settings"] == {} and report["cleaned_up"] is True
+    assert report["settings"] == {}
+    assert report["cleaned_up"] is True
     assert report["latency_ms"]["put"]["count"] == 3
     assert set(report["latency_ms"]) >= {"put", "get", "head", "list", "delete", "put_create"}
     for row in report["latency_ms"].values():
@@ -90,7 +94,8 @@ def test_check_text_report_and_a_directory_it_created(env: dict[str, str], tmp_p
     result = run_cli("check", str(tmp_path / "new"), "--rounds", "2", env=env)
     assert result.code == 0, result.err
     assert "honoured: a second create was refused" in result.out
-    assert "StorageSettings()" in result.out and "p99" in result.out
+    assert "StorageSettings()" in result.out
+    assert "p99" in result.out
     assert not (tmp_path / "new").exists()
 
 
@@ -98,17 +103,22 @@ def test_check_memory(env: dict[str, str]) -> None:
     result = run_cli("check", "memory://", "--rounds", "2", "--json", env=env)
     assert result.code == 0, result.err
     report = result.json()
-    assert report["conditional_create"] is True and report["conditional_update"] is True
+    assert report["conditional_create"] is True
+    assert report["conditional_update"] is True
 
 
 def test_ls_one_level_recursive_long_and_json(env: dict[str, str], tree: Path) -> None:
     assert run_cli("ls", str(tree), env=env).out.splitlines() == ["a/", "top"]
     assert run_cli("ls", "-r", str(tree), env=env).out.splitlines() == ["a/b/c", "a/x", "top"]
     long = run_cli("ls", "-l", "-r", f"file://{tree}/a", env=env).out.splitlines()
-    assert len(long) == 2 and long[1].split()[0] == "11" and "x" in long[1].split()
+    assert len(long) == 2
+    assert long[1].split()[0] == "11"
+    assert "x" in long[1].split()
     listed = run_cli("ls", "--json", str(tree), env=env).json()
     assert listed[0] == {"prefix": "a/"}
-    assert listed[1]["key"] == "top" and listed[1]["size"] == 10 and listed[1]["etag"]
+    assert listed[1]["key"] == "top"
+    assert listed[1]["size"] == 10
+    assert listed[1]["etag"]
     one = run_cli("ls", str(tree / "top"), env=env)
     assert one.out.splitlines() == ["top"]
 
@@ -120,7 +130,8 @@ def test_cat_whole_ranges_and_json(env: dict[str, str], tree: Path) -> None:
     assert run_cli("cat", top, "--range", "7-", env=env).raw == b"789"
     assert run_cli("cat", top, "--range", "-2", env=env).raw == b"89"
     data = run_cli("cat", top, "--json", env=env).json()
-    assert data["size"] == 10 and data["data_base64"] == "MDEyMzQ1Njc4OQ=="
+    assert data["size"] == 10
+    assert data["data_base64"] == "MDEyMzQ1Njc4OQ=="
     assert_one_line_error(run_cli("cat", top, "--range", "4-2", env=env), "--range", code=2)
     assert_one_line_error(run_cli("cat", top, "--range", "20-", env=env), "top")
 
@@ -133,7 +144,9 @@ def test_cat_of_an_object_larger_than_one_part(env: dict[str, str], tmp_path: Pa
 
 def test_stat(env: dict[str, str], tree: Path) -> None:
     info = run_cli("stat", "--json", str(tree / "a" / "x"), env=env).json()
-    assert info["key"] == "x" and info["size"] == 11 and info["last_modified"]
+    assert info["key"] == "x"
+    assert info["size"] == 11
+    assert info["last_modified"]
     text = run_cli("stat", str(tree / "a" / "x"), env=env).out
     assert "size           11" in text
 
@@ -142,7 +155,8 @@ def test_cp_prefix_object_and_if_absent(env: dict[str, str], tree: Path, tmp_pat
     dst = tmp_path / "dst"
     result = run_cli("cp", str(tree), str(dst), "--json", env=env)
     assert result.code == 0, result.err
-    assert result.json()["copied"] == 3 and result.json()["bytes"] == 25
+    assert result.json()["copied"] == 3
+    assert result.json()["bytes"] == 25
     assert (dst / "a" / "b" / "c").read_bytes() == b"deep"
     assert sorted(p.name for p in dst.iterdir()) == ["a", "top"]  # no temporary leftovers
     assert result.err == ""  # piped: no progress bar
@@ -158,7 +172,8 @@ def test_cp_prefix_object_and_if_absent(env: dict[str, str], tree: Path, tmp_pat
     (tree / "new").write_bytes(b"new")
     again = run_cli("cp", "--if-absent", str(tree), str(dst), "--json", env=env).json()
     assert (again["copied"], again["skipped"]) == (1, 3)
-    assert (dst / "top").read_bytes() == b"0123456789" and (dst / "new").read_bytes() == b"new"
+    assert (dst / "top").read_bytes() == b"0123456789"
+    assert (dst / "new").read_bytes() == b"new"
     text = run_cli("cp", "--if-absent", str(tree), str(dst), env=env).out
     assert "4 skipped: already at the destination (--if-absent)" in text
 
@@ -173,7 +188,8 @@ def test_cp_large_object_is_read_back_with_bounded_batches(
         (src / name).write_bytes(blob)
     args = ["cp", str(src), "memory://m", "--buffer-mib", "2", "--json"]
     report = run_cli(*args, env=env).json()
-    assert report["copied"] == 4 and report["read_back"] == 1
+    assert report["copied"] == 4
+    assert report["read_back"] == 1
     back = run_cli("cp", str(src), str(tmp_path / "dst"), "--json", env=env).json()
     assert back["bytes"] == sum(len(b) for b in blobs.values())
     for name, blob in blobs.items():
@@ -185,9 +201,11 @@ def test_cp_progress_bar_only_when_asked_or_on_a_terminal(
     env: dict[str, str], tree: Path, tmp_path: Path
 ) -> None:
     shown = run_cli("cp", "--progress", str(tree), str(tmp_path / "p"), env=env)
-    assert shown.code == 0 and "3/3 objects" in shown.err
+    assert shown.code == 0
+    assert "3/3 objects" in shown.err
     hidden = run_cli("cp", str(tree), str(tmp_path / "q"), env=env)
-    assert hidden.code == 0 and hidden.err == ""
+    assert hidden.code == 0
+    assert hidden.err == ""
 
 
 @pytest.mark.parametrize(
