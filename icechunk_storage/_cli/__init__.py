@@ -3,8 +3,9 @@
 One module per subcommand: ``_check.py`` (check), ``_inspect.py`` (ls, cat, stat),
 ``_cp.py`` (cp); ``demo`` is ``icechunk_storage._demo``. ``_urls.py`` turns URLs into
 storages. Every error ends as one line on stderr and a non-zero exit code, never a traceback:
-2 for a wrong command line (bad URL, option, configuration), 1 for a failure at run time
-(missing object, credentials, bucket, connection) or a failed check.
+2 for a wrong command line or configuration (bad URL or option, unknown bucket: the storage
+layer's ConfigurationError), 1 for a failure at run time (missing object or credentials,
+refused connection) or a failed check.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ URLS = textwrap.dedent(
     command line's (to copy between two endpoints), other keys going to --config:
       s3://bucket/prefix?endpoint_url=http://127.0.0.1:9000&allow_http=true
 
-    Exit codes: 0 success, 1 a failure (or a check that did not pass), 2 a wrong command line.
+    Exit codes: 0 success; 1 a failure (missing object or credentials, refused connection,
+    a check that did not pass); 2 a wrong command line or configuration (bad URL or option,
+    unknown bucket).
     """
 )
 
