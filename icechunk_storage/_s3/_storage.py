@@ -367,10 +367,10 @@ class S3Storage(BaseStorage):
             query=query,
             payload_hash=payload_hash,
         )
-        with s3_errors(context):
-            response = await clients.http_transport().request(
-                Request(method, target, headers, body), what=context.describe(), max_body=max_body
-            )
+        # The transport raises only errors of our tree: no translation layer on this path.
+        response = await clients.http_transport().request(
+            Request(method, target, headers, body), what=context.describe(), max_body=max_body
+        )
         status = response.status
         if 200 <= status < 300:
             return response
@@ -406,10 +406,9 @@ class S3Storage(BaseStorage):
             if_none_match=if_none_match,
             credentials=credentials,
         )
-        with s3_errors(context):
-            response = await clients.http_transport().read(
-                Request("GET", target, headers), byte_range, what=context.describe(), into=into
-            )
+        response = await clients.http_transport().read(
+            Request("GET", target, headers), byte_range, what=context.describe(), into=into
+        )
         status = response.status
         if status in (200, 206):
             result = GetResult(response.body, VersionInfo(etag=response.headers.get("etag")))
