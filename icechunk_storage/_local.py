@@ -363,22 +363,30 @@ class _Root:
         if durable:
             self._sync_directories([os.path.dirname(file)])
 
-    def _sync_directories(self, directories: Iterable[str]) -> None:
-        """fsync directories and their parents up to the root (new names in them, and the
+    def _with_parents(self, directories: Iterable[str]) -> set[str]:
+        """Directories and their parents up to the root (new names in them, and the
         directories themselves if they were just made)."""
-        done: set[str] = set()
+        found: set[str] = set()
         for start in directories:
             directory = start
-            while directory not in done and directory.startswith(self.root):
-                done.add(directory)
-                fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            while directory not in found and directory.startswith(self.root):
+                found.add(directory)
                 if directory == self.root:
                     break
                 directory = os.path.dirname(directory)
+        return found
+
+    @staticmethod
+    def _fsync_directory(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_directories(self, directories: Iterable[str]) -> None:
+        for directory in sorted(self._with_parents(directories), reverse=True):
+            self._fsync_directory(directory)
 
     def put(
         self,
@@ -422,31 +430,31 @@ class _Root:
                 os.unlink(temporary)
             raise
 
-    def flush(self, paths: list[str]) -> None:
-        """Make these objects durable: one ``syncfs`` of the filesystem for many (Linux),
-        else an fsync of each file and of the directories holding them."""
-        if len(paths) > _SYNCFS_ABOVE and _syncfs is not None:
-            fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _syncfs(fd) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, os.strerror(error), self.root)
-            finally:
-                os.close(fd)
-            return
-        directories: set[str] = set()
-        for path in paths:
-            file = self.file(path)
-            try:
-                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
-                raise ObjectNotFoundError(path) from None
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            directories.add(os.path.dirname(file))
-        self._sync_directories(directories)
+    def syncfs(self) -> bool:
+        """One ``syncfs`` of the filesystem holding the root; False where there is none."""
+        if _syncfs is None:
+            return False
+        fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), self.root)
+        finally:
+            os.close(fd)
+        return True
+
+    def fsync_file(self, path: str) -> str:
+        """fsync one object's file; return its directory."""
+        file = self.file(path)
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(path) from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return os.path.dirname(file)
 
     def copy(self, source: str, destination: str, version: VersionInfo | None) -> VersionInfo:
         fd = _open_for_read(self.file(source), source)
@@ -631,10 +639,16 @@ class LocalFileSystemStorage(BaseStorage):
     async def flush(self, keys: Iterable[str]) -> None:
         """Make the objects at ``keys`` durable (they were written by plain ``put`` or
         ``copy``, which do not fsync): one ``syncfs`` for many keys on Linux, else an fsync
-        of each file and its directories. ObjectNotFoundError if one is missing."""
+        of each file (concurrently: the filesystem's journal commits them together) and then
+        of their directories. ObjectNotFoundError if one is missing."""
         paths = [self._path(key) for key in keys]
-        if paths:
-            await _run(self._files.flush, paths)
+        files = self._files
+        if not paths or (len(paths) > _SYNCFS_ABOVE and await _run(files.syncfs)):
+            return
+        directories = await asyncio.gather(*(_run(files.fsync_file, path) for path in paths))
+        await asyncio.gather(
+            *(_run(files._fsync_directory, d) for d in files._with_parents(directories))
+        )
 
 
 def local_filesystem_storage(path: str | os.PathLike[str]) -> LocalFileSystemStorage:
