@@ -36,6 +36,8 @@ VERSIONED = (
     "icechunk-storage",
     "obstore",
     "s3fs",
+    "adlfs",
+    "azure-storage-blob",
     "fsspec",
     "aiobotocore",
     "botocore",

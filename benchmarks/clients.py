@@ -207,6 +207,7 @@ class Ours(Client):
     name = "icechunk_storage"
     labels: ClassVar[Mapping[str, str]] = {
         "s3": "icechunk_storage get_many",
+        "gcs": "icechunk_storage gcs get_many",
         "local": "icechunk_storage local get_many",
         "memory": "icechunk_storage memory get_many",
     }
@@ -248,6 +249,13 @@ class Ours(Client):
                 kwargs["access_key_id"] = target.access_key_id
                 kwargs["secret_access_key"] = target.secret_access_key
             storage = ours("s3_storage")(**kwargs)
+        elif target.kind == "gcs":
+            storage = ours("gcs_storage")(
+                bucket=target.bucket,
+                prefix=None,
+                anonymous=True,
+                config={"google_base_url": target.endpoint, "allow_http": "true"},
+            )
         elif target.kind == "local":
             storage = ours("local_filesystem_storage")(target.root)
         else:
@@ -318,13 +326,14 @@ class Obstore(Client):
     name = "obstore"
     labels: ClassVar[Mapping[str, str]] = {
         "s3": "obstore get_async + bytes_async",
+        "gcs": "obstore GCSStore get_async + bytes_async",
         "local": "obstore LocalStore",
         "memory": "obstore MemoryStore",
     }
     modules = ("obstore",)
 
     async def open(self) -> None:
-        from obstore.store import LocalStore, MemoryStore, S3Store
+        from obstore.store import GCSStore, LocalStore, MemoryStore, S3Store
 
         target = self.target
         self.store: Any
@@ -341,6 +350,12 @@ class Obstore(Client):
                 kwargs["access_key_id"] = target.access_key_id
                 kwargs["secret_access_key"] = target.secret_access_key
             self.store = S3Store(target.bucket, **kwargs)
+        elif target.kind == "gcs":
+            self.store = GCSStore(
+                target.bucket,
+                config={"base_url": target.endpoint, "skip_signature": True},
+                client_options={"allow_http": True},
+            )
         elif target.kind == "local":
             self.store = LocalStore(prefix=target.root)
         else:
@@ -538,6 +553,52 @@ class S3fs(Client):
         return len(await self.fs._find(self._path(prefix)))
 
 
+class Gcsfs(Client):
+    id = "gcsfs"
+    name = "gcsfs"
+    labels: ClassVar[Mapping[str, str]] = {"gcs": "gcsfs _cat (batch_size=C)"}
+    modules = ("gcsfs",)
+
+    async def open(self) -> None:
+        if self.credentials is not None:
+            raise Unsupported("refreshable credentials")
+        # The classic client: gcsfs.GCSFileSystem is now the "extended" one, which first
+        # probes the bucket type over gRPC (60 s timeouts against an emulator).
+        from gcsfs.core import GCSFileSystem
+
+        self.fs = GCSFileSystem(
+            token="anon",
+            endpoint_url=self.target.endpoint,
+            asynchronous=True,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+        )
+        await self.fs._set_session()
+
+    async def aclose(self) -> None:
+        session = getattr(self.fs, "_session", None)
+        if session is not None:
+            await session.close()
+
+    def _path(self, key: str) -> str:
+        return f"{self.target.bucket}/{key}"
+
+    async def get_one(self, key: str, size: int | None) -> int:
+        return len(await self.fs._cat_file(self._path(key)))
+
+    async def get_small(self, keys: Sequence[str], size: int | None) -> int:
+        found = await self.fs._cat([self._path(k) for k in keys], batch_size=self.concurrency)
+        return sum(len(data) for data in found.values())
+
+    async def get_large(self, key: str, size: int, parts: int) -> list[Any]:
+        ranges = split_ranges(size, parts)
+        return list(
+            await asyncio.gather(
+                *(self.fs._cat_file(self._path(key), start=a, end=b) for a, b in ranges)
+            )
+        )
+
+
 class Aiohttp(Client):
     id = "aiohttp"
     name = "aiohttp unsigned (floor)"
@@ -577,6 +638,135 @@ class Aiohttp(Client):
             raise Unsupported("conditional writes (unsigned PUT to s3rver only)")
         async with self.session.put(self._url(key), data=data) as response:
             response.raise_for_status()
+
+
+# --- Azure (Azurite): target.endpoint is the account's blob endpoint, bucket the container,
+# --- access_key_id the account name and secret_access_key the account key ---------------------
+
+
+def _azure_connection_string(target: Target) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={target.access_key_id};"
+        f"AccountKey={target.secret_access_key};BlobEndpoint={target.endpoint};"
+    )
+
+
+class OursAzure(Ours):
+    id = "ours-azure"
+    name = "icechunk_storage azure"
+    labels: ClassVar[Mapping[str, str]] = {"azure": "icechunk_storage get_many"}
+
+    @classmethod
+    def unavailable_reason(cls, kind: str, *, credentials: bool = False) -> str | None:
+        try:
+            module = importlib.import_module("icechunk_storage")
+        except ImportError as exc:
+            return f"icechunk_storage is not importable ({exc})"
+        if not hasattr(module, "azure_storage"):
+            return "icechunk_storage.azure_storage does not exist yet"
+        try:
+            importlib.import_module("azure.storage.blob")
+        except ImportError as exc:
+            return f"the azure extra is not installed ({exc})"
+        return None
+
+    async def open(self) -> None:
+        if self.credentials is not None:
+            raise Unsupported("refreshable credentials (not benchmarked on Azure)")
+        self._limit()
+        target = self.target
+        storage = ours("azure_storage")(
+            account=target.access_key_id,
+            container=target.bucket,
+            prefix=None,
+            access_key=target.secret_access_key,
+            config={"endpoint": target.endpoint, "allow_http": "true"},
+        )
+        if self.parts > 1 and self.large_size:
+            part_size = -(-self.large_size // self.parts)
+            storage = storage.with_settings(
+                ours("StorageSettings")(
+                    concurrency=ours("StorageConcurrencySettings")(
+                        max_concurrent_requests_for_object=self.parts,
+                        ideal_concurrent_request_size=part_size,
+                    )
+                )
+            )
+        self.storage = storage
+
+
+class OursAzureGet(OursAzure):
+    id = "ours-azure-get"
+    name = "icechunk_storage azure (get + sem)"
+    labels: ClassVar[Mapping[str, str]] = {"azure": "icechunk_storage get (sem)"}
+    batch = False
+
+
+class ObstoreAzure(Obstore):
+    id = "obstore-azure"
+    name = "obstore AzureStore"
+    labels: ClassVar[Mapping[str, str]] = {"azure": "obstore AzureStore get_async + bytes_async"}
+
+    async def open(self) -> None:
+        if self.credentials is not None:
+            raise Unsupported("refreshable credentials (not benchmarked on Azure)")
+        from obstore.store import AzureStore
+
+        target = self.target
+        self.store = AzureStore(
+            target.bucket,
+            account_name=target.access_key_id,
+            account_key=target.secret_access_key,
+            endpoint=target.endpoint,
+            client_options={"allow_http": True},
+        )
+
+
+class Adlfs(Client):
+    """adlfs, as a Zarr-on-fsspec user gets it: ``_cat(paths, batch_size=C)``."""
+
+    id = "adlfs"
+    name = "adlfs"
+    labels: ClassVar[Mapping[str, str]] = {"azure": "adlfs _cat (batch_size=C)"}
+    modules = ("adlfs",)
+
+    async def open(self) -> None:
+        if self.credentials is not None:
+            raise Unsupported("refreshable credentials (not benchmarked on Azure)")
+        adlfs: Any = importlib.import_module("adlfs")  # untyped, bench-only
+        self.fs = adlfs.AzureBlobFileSystem(
+            connection_string=_azure_connection_string(self.target),
+            asynchronous=True,
+            skip_instance_cache=True,
+            max_concurrency=max(self.concurrency, self.parts),
+        )
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.fs.service_client.close()
+
+    def _path(self, key: str) -> str:
+        return f"{self.target.bucket}/{key}"
+
+    async def get_one(self, key: str, size: int | None) -> int:
+        return len(await self.fs._cat_file(self._path(key)))
+
+    async def get_small(self, keys: Sequence[str], size: int | None) -> int:
+        found = await self.fs._cat([self._path(k) for k in keys], batch_size=self.concurrency)
+        return sum(len(data) for data in found.values())
+
+    async def get_large(self, key: str, size: int, parts: int) -> list[Any]:
+        ranges = split_ranges(size, parts)
+        found = await self.fs._cat_ranges(
+            [self._path(key)] * len(ranges),
+            [start for start, _ in ranges],
+            [end for _, end in ranges],
+            batch_size=len(ranges),
+        )
+        for item in found:
+            if isinstance(item, BaseException):
+                raise item
+        return list(found)
 
 
 # --- local files and memory baselines ---------------------------------------------------------
@@ -651,11 +841,16 @@ CLIENTS: tuple[type[Client], ...] = (
     ObstoreRange,
     Aiobotocore,
     S3fs,
+    Gcsfs,
     Aiohttp,
     Aiofiles,
     ThreadPool,
     SyncRead,
     DictBaseline,
+    OursAzure,
+    OursAzureGet,
+    ObstoreAzure,
+    Adlfs,
 )
 
 

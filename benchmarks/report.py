@@ -142,6 +142,15 @@ def check_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
                 f"calls over {lifetimes:.1f} lifetimes"
             )
         targets.append(_target("P4: 0 failed requests, one callback call per lifetime", ok, detail))
+    if "p1-azure" in workloads:
+        ours_cpu = _median(workloads, "p1-azure", "ours-azure", "cpu_us_per_get")
+        peer_cpu = _median(workloads, "p1-azure", "obstore-azure", "cpu_us_per_get")
+        ok = None
+        detail = "ours-azure or obstore-azure did not run"
+        if ours_cpu is not None and peer_cpu:
+            ok = ours_cpu <= 0.5 * peer_cpu
+            detail = f"CPU/GET {ours_cpu:.0f} vs {peer_cpu:.0f} µs ({ours_cpu / peer_cpu:.2f}x)"
+        targets.append(_target("P1 Azure: CPU/GET ≤ 0.5 x obstore AzureStore", ok, detail))
     return targets
 
 

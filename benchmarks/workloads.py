@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -140,7 +141,7 @@ class Workload(abc.ABC):
         server = self.env.servers.get(self.server)
         self.server_info = server
         self.target = Target(
-            kind="s3",
+            kind=self.kind,
             endpoint=server.endpoint,
             bucket=BUCKET,
             access_key_id=server.access_key_id,
@@ -185,7 +186,24 @@ async def _setup_client(target: Target) -> Any:
     )
 
 
+def _gcs_request(target: Target, method: str, path: str, body: bytes, kind: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        target.endpoint + path, data=body, method=method, headers={"Content-Type": kind}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=60) as response:
+        response.read()
+
+
 async def ensure_bucket(target: Target) -> None:
+    if target.kind == "gcs":
+        body = json.dumps({"name": target.bucket}).encode()
+        path, kind = "/storage/v1/b?project=bench", "application/json"
+        with contextlib.suppress(OSError):  # 409: it exists already
+            await asyncio.to_thread(_gcs_request, target, "POST", path, body, kind)
+        return
     async with await _setup_client(target) as s3:
         try:
             await s3.head_bucket(Bucket=target.bucket)
@@ -194,7 +212,19 @@ async def ensure_bucket(target: Target) -> None:
 
 
 async def upload(target: Target, items: Sequence[tuple[str, bytes]]) -> None:
-    """Write the data set with aiobotocore (untimed setup, any S3 server)."""
+    """Write the data set (untimed setup): aiobotocore on S3, plain media uploads on GCS."""
+    if target.kind == "gcs":
+        from urllib.parse import quote
+
+        def put_all() -> None:
+            for key, data in items:
+                path = f"/upload/storage/v1/b/{target.bucket}/o?uploadType=media&name="
+                _gcs_request(
+                    target, "POST", path + quote(key, safe=""), data, "application/octet-stream"
+                )
+
+        await asyncio.to_thread(put_all)
+        return
     async with await _setup_client(target) as s3:
         semaphore = asyncio.Semaphore(32)
 
@@ -254,7 +284,7 @@ class SmallGets(Workload):
         Metric("wall_s", "wall s", "s", fmt="{:.2f}"),
         Metric("other_cpu_pct", "other procs CPU %", "%"),
     )
-    default_clients = (
+    default_clients: ClassVar[tuple[str, ...]] = (
         "ours",
         "ours-get",
         "obstore",
@@ -318,7 +348,13 @@ class LargeRanges(Workload):
         Metric("server_cpu_ms_per_mib", "server CPU ms/MiB", "ms", fmt="{:.2f}"),
         Metric("wall_s", "wall s", "s", fmt="{:.3f}"),
     )
-    default_clients = ("ours", "obstore", "aiobotocore", "s3fs", "aiohttp")
+    default_clients: ClassVar[tuple[str, ...]] = (
+        "ours",
+        "obstore",
+        "aiobotocore",
+        "s3fs",
+        "aiohttp",
+    )
 
     @property
     def rounds(self) -> int:
@@ -354,6 +390,98 @@ class LargeRanges(Workload):
         if "error" in result:
             raise RuntimeError(str(result["error"]))
         return {key: float(value) for key, value in result.items()}
+
+
+class GcsSmallGets(SmallGets):
+    id = "p1-gcs"
+    title = "P1 small chunks on GCS (fake-gcs-server): N GETs of S KiB, C in flight"
+    kinds = ("gcs",)
+    server = "fake-gcs"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "gcsfs")
+
+
+class GcsLargeRanges(LargeRanges):
+    id = "p2-gcs"
+    title = "P2 large object as concurrent ranges on GCS (fake-gcs-server)"
+    kinds = ("gcs",)
+    server = "fake-gcs"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "gcsfs")
+
+
+# --- P1 and P2 on Azure (Azurite) -----------------------------------------------------------------
+
+
+async def azure_upload(target: Target, items: Sequence[tuple[str, bytes]]) -> None:
+    """Create the container and write the data set with azure-storage-blob (untimed)."""
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob.aio import BlobServiceClient
+
+    connection = (
+        f"DefaultEndpointsProtocol=http;AccountName={target.access_key_id};"
+        f"AccountKey={target.secret_access_key};BlobEndpoint={target.endpoint};"
+    )
+    async with BlobServiceClient.from_connection_string(connection) as service:
+        container = service.get_container_client(target.bucket)
+        with contextlib.suppress(ResourceExistsError):
+            await container.create_container()
+        semaphore = asyncio.Semaphore(32)
+
+        async def put(item: tuple[str, bytes]) -> None:
+            async with semaphore:
+                await container.upload_blob(item[0], item[1], overwrite=True, max_concurrency=4)
+
+        await asyncio.gather(*(put(item) for item in items))
+
+
+class _OnAzurite(Workload):
+    """A workload whose data lives in a container on Azurite."""
+
+    kinds = ("azure",)
+    server = "azurite"
+
+    async def _azure_target(self) -> Target:
+        server = self.env.servers.get("azurite")
+        self.server_info = server
+        self.target = Target(
+            kind="azure",
+            endpoint=server.endpoint,
+            bucket=BUCKET,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+        )
+        return self.target
+
+
+class SmallGetsAzure(_OnAzurite, SmallGets):
+    id = "p1-azure"
+    title = "P1 on Azure (Azurite): N GETs of S KiB, C in flight"
+    default_clients: ClassVar[tuple[str, ...]] = (
+        "ours-azure",
+        "ours-azure-get",
+        "obstore-azure",
+        "adlfs",
+    )
+
+    async def setup(self) -> Target:
+        target = await self._azure_target()
+        items = small_objects("small", self.options.p1_count, self.size)
+        self.keys = [key for key, _ in items]
+        await azure_upload(target, items)
+        return target
+
+
+class LargeRangesAzure(_OnAzurite, LargeRanges):
+    id = "p2-azure"
+    title = "P2 on Azure (Azurite): large object as concurrent ranges"
+    default_clients: ClassVar[tuple[str, ...]] = ("ours-azure", "obstore-azure", "adlfs")
+
+    async def setup(self) -> Target:
+        target = await self._azure_target()
+        size = self.options.p2_size_mib * MIB
+        warm = small_objects("p2warm", max(self.options.p2_parts, 1), 4 * KIB)
+        self.warm_keys = [key for key, _ in warm]
+        await azure_upload(target, [*warm, ("large/object", bytes(stamped_object(size)))])
+        return target
 
 
 async def run_worker(spec: dict[str, Any], limit_s: float = 600) -> dict[str, Any]:
@@ -700,12 +828,16 @@ class Listing(Workload):
 WORKLOADS: tuple[type[Workload], ...] = (
     SmallGets,
     LargeRanges,
+    GcsSmallGets,
+    GcsLargeRanges,
     LocalReads,
     MemoryReads,
     RefreshingCredentials,
     SmallPuts,
     ConditionalPuts,
     Listing,
+    SmallGetsAzure,
+    LargeRangesAzure,
 )
 
 

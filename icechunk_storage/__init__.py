@@ -6,6 +6,7 @@ Importing this package does no I/O and imports no cloud SDK.
 
 from __future__ import annotations
 
+from ._azure import AzureStorage, azure_storage
 from ._backend import WRITE_ID_METADATA_KEY, BaseStorage
 from ._credentials import (
     AnyAzureCredential,
@@ -46,19 +47,25 @@ from ._errors import (
     ConnectionLostError,
     CredentialsRefreshError,
     InvalidKeyError,
+    MultipartUploadVanishedError,
+    NotSupportedByServerError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
+    ProtocolError,
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
+    ResponseIntegrityError,
     RetriesExhaustedError,
     ServerError,
     StorageError,
     StorageTimeoutError,
     ThrottledError,
+    TLSVerificationError,
     TransientError,
 )
 from ._extras import MissingDependencyError
+from ._gcs import GcsStorage, gcs_storage
 from ._limits import get_max_concurrent_requests, set_max_concurrent_requests
 from ._local import LocalFileSystemStorage, local_filesystem_storage
 from ._memory import MemoryStorage, in_memory_storage
@@ -109,7 +116,13 @@ from ._storage import (
     VersionInfo,
 )
 from ._sync import SyncError
-from ._wrappers import InstrumentedStorage, LatencyStorage, OperationStats, WrappedStorage
+from ._wrappers import (
+    InstrumentedStorage,
+    LatencyStorage,
+    OperationStats,
+    ReadOnlyStorage,
+    WrappedStorage,
+)
 
 __all__ = [
     "WRITE_ID_METADATA_KEY",
@@ -124,6 +137,7 @@ __all__ = [
     "AzureCredentials",
     "AzureRefreshableCredential",
     "AzureStaticCredentials",
+    "AzureStorage",
     "BaseStorage",
     "BranchNotFoundError",
     "ByteRequest",
@@ -142,9 +156,15 @@ __all__ = [
     "GcsBearerCredential",
     "GcsCredentials",
     "GcsStaticCredentials",
+    "GcsStorage",
     "GetResult",
     "InstrumentedStorage",
     "InvalidKeyError",
+    "TLSVerificationError",
+    "ResponseIntegrityError",
+    "ProtocolError",
+    "NotSupportedByServerError",
+    "MultipartUploadVanishedError",
     "LatencyStorage",
     "MissingDependencyError",
     "LocalFileSystemStorage",
@@ -154,6 +174,7 @@ __all__ = [
     "ObjectNotFoundError",
     "OffsetByteRequest",
     "OperationStats",
+    "ReadOnlyStorage",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "PutMode",
@@ -204,11 +225,13 @@ __all__ = [
     "azure_from_env_credentials",
     "azure_refreshable_credentials",
     "azure_static_credentials",
+    "azure_storage",
     "gcs_anonymous_credentials",
     "gcs_credentials",
     "gcs_from_env_credentials",
     "gcs_refreshable_credentials",
     "gcs_static_credentials",
+    "gcs_storage",
     "get_max_concurrent_requests",
     "in_memory_storage",
     "local_filesystem_storage",

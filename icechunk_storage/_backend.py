@@ -78,6 +78,7 @@ from ._ranges import (
     OffsetByteRequest,
     RangeByteRequest,
     SuffixByteRequest,
+    check_byte_request,
     split_for_multipart,
     split_range,
 )
@@ -118,15 +119,44 @@ class ListPage:
     next_token: str | None = None
 
 
-def check_byte_request(byte_range: object) -> None:
-    if byte_range is not None and not isinstance(
-        byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
-    ):
+def check_put_data(data: object) -> None:
+    """``put`` takes bytes-like data only (a str or a list is a caller's bug)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(
-            "Unexpected byte_range, got "
-            f"{type(byte_range).__name__} {byte_range!r}; expected RangeByteRequest, "
-            "OffsetByteRequest, SuffixByteRequest or None."
+            f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
         )
+
+
+def effective_write_mode(
+    mode: PutMode, settings: StorageSettings, native: Capabilities, owner: object
+) -> WriteMode:
+    """The write mode a put really uses: a VersionInfo for creation means "create"; with the
+    unsafe flags a condition is dropped (overwrite); a condition the backend cannot honour
+    is refused with the flag that would drop it. Shared by every Storage that takes modes."""
+    if isinstance(mode, VersionInfo):
+        if mode.is_for_creation:
+            mode = "create"
+    elif mode not in ("overwrite", "create"):
+        raise ConfigurationError(
+            f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
+        )
+    if mode == "create":
+        if not settings.conditional_create:
+            return "overwrite"
+        if not native.conditional_create:
+            raise ConfigurationError(
+                f"{owner!r} cannot create conditionally; set "
+                "StorageSettings(unsafe_use_conditional_create=False) to overwrite instead."
+            )
+    elif isinstance(mode, VersionInfo):
+        if not settings.conditional_update:
+            return "overwrite"
+        if not native.conditional_update:
+            raise ConfigurationError(
+                f"{owner!r} cannot update conditionally; set "
+                "StorageSettings(unsafe_use_conditional_update=False) to overwrite instead."
+            )
+    return mode
 
 
 class BaseStorage(Storage):
@@ -205,6 +235,8 @@ class BaseStorage(Storage):
             and native.conditional_update
             and settings.conditional_update,
             conditional_read=native.conditional_read,
+            shared_across_processes=native.shared_across_processes,
+            requires_prefix_for_repository=type(self).requires_prefix_for_repository,
         )
 
     @property
@@ -370,38 +402,28 @@ class BaseStorage(Storage):
         missing_ok: bool = False,
         max_concurrency: int | None = None,
     ) -> list[ReadData | None]:
+        _, ideal = self.settings.effective_concurrency
         return await fetch_many(
-            self, requests, missing_ok=missing_ok, max_concurrency=max_concurrency
+            requests,
+            get=self.get,
+            get_batch=self._get_batch if self._read_batch_size else None,
+            batch_size=self._read_batch_size,
+            split_above=ideal,
+            missing_ok=missing_ok,
+            max_concurrency=max_concurrency,
         )
+
+    async def _get_batch(
+        self, requests: builtins.list[tuple[str, ByteRequest | None]]
+    ) -> builtins.list[GetResult | StorageError]:
+        """Small reads in one backend request (``_get_objects``), with an error per item."""
+        batch = [(self._path(key), byte_range) for key, byte_range in requests]
+        return await self._call("get", requests[0][0], lambda: self._get_objects(batch))
 
     # --- writes ----------------------------------------------------------------------------
 
     def _effective_mode(self, mode: PutMode) -> WriteMode:
-        if isinstance(mode, VersionInfo):
-            if mode.is_for_creation:
-                mode = "create"
-        elif mode not in ("overwrite", "create"):
-            raise ConfigurationError(
-                f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
-            )
-        settings, native = self.settings, self.native_capabilities
-        if mode == "create":
-            if not settings.conditional_create:
-                return "overwrite"
-            if not native.conditional_create:
-                raise ConfigurationError(
-                    f"{self!r} cannot create conditionally; set "
-                    "StorageSettings(unsafe_use_conditional_create=False) to overwrite instead."
-                )
-        elif isinstance(mode, VersionInfo):
-            if not settings.conditional_update:
-                return "overwrite"
-            if not native.conditional_update:
-                raise ConfigurationError(
-                    f"{self!r} cannot update conditionally; set "
-                    "StorageSettings(unsafe_use_conditional_update=False) to overwrite instead."
-                )
-        return mode
+        return effective_write_mode(mode, self.settings, self.native_capabilities, self)
 
     async def put(
         self,
@@ -413,10 +435,7 @@ class BaseStorage(Storage):
         metadata: Mapping[str, str] | None = None,
     ) -> VersionInfo:
         path = self._path(key)
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
-            )
+        check_put_data(data)
         self._check_writable()
         write_mode = self._effective_mode(mode)
         settings = self.settings
@@ -514,7 +533,7 @@ class BaseStorage(Storage):
         """After a failed condition or a lost response: is the object there our own write?
 
         A retried conditional write whose first response was lost trips its own condition;
-        finding our write id on the object proves the write happened (Icechunk §2.4).
+        finding our write id on the object proves the write happened.
         """
         try:
             info = await self._call("head", path, lambda: self._head_object(path))
@@ -547,47 +566,62 @@ class BaseStorage(Storage):
     async def delete_many(
         self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
     ) -> DeleteResult:
+        """Batches of ``_delete_batch_size`` keys, at most ``_delete_batch_concurrency`` at a
+        time: a fixed set of workers takes batches from a bounded queue, so memory holds a
+        few batches however many keys stream in."""
         self._check_writable()
-        limit = asyncio.Semaphore(self._delete_batch_concurrency)
-        results: list[DeleteResult] = []
+        total = DeleteResult()
+        batches: asyncio.Queue[dict[str, int | None] | None] = asyncio.Queue(
+            maxsize=self._delete_batch_concurrency
+        )
 
-        async def delete_batch(batch: dict[str, int | None]) -> None:
+        async def delete_batch(batch: dict[str, int | None]) -> DeleteResult:
             try:
-                async with limit:
-                    deleted, failed = await self._call(
-                        "delete_many",
-                        self._key(next(iter(batch))),
-                        lambda: self._delete_objects(list(batch)),
-                    )
+                deleted, failed = await self._call(
+                    "delete_many",
+                    self._key(next(iter(batch))),
+                    lambda: self._delete_objects(list(batch)),
+                )
             except StorageError as exc:
                 deleted, failed = {}, dict.fromkeys(batch, str(exc))
-            results.append(
-                DeleteResult(
-                    deleted_objects=len(deleted),
-                    deleted_bytes=sum(
-                        (batch[path] if batch[path] is not None else size) or 0
-                        for path, size in deleted.items()
-                    ),
-                    errors={self._key(path): why for path, why in failed.items()},
-                )
+            return DeleteResult(
+                deleted_objects=len(deleted),
+                deleted_bytes=sum(
+                    (batch[path] if batch[path] is not None else size) or 0
+                    for path, size in deleted.items()
+                ),
+                errors={self._key(path): why for path, why in failed.items()},
             )
+
+        async def worker() -> None:
+            nonlocal total
+            while (batch := await batches.get()) is not None:
+                result = await delete_batch(batch)  # awaited first: += would read a stale total
+                total = total + result
+
+        async def produce() -> None:
+            batch: dict[str, int | None] = {}
+            async for item in _aiter(items):
+                if isinstance(item, ObjectInfo):
+                    batch[self._path(item.key)] = item.size
+                else:
+                    batch[self._path(item)] = None
+                if len(batch) >= self._delete_batch_size:
+                    await batches.put(batch)
+                    batch = {}
+            if batch:
+                await batches.put(batch)
+            for _ in range(self._delete_batch_concurrency):
+                await batches.put(None)
 
         try:
             async with asyncio.TaskGroup() as group:
-                batch: dict[str, int | None] = {}
-                async for item in _aiter(items):
-                    if isinstance(item, ObjectInfo):
-                        batch[self._path(item.key)] = item.size
-                    else:
-                        batch[self._path(item)] = None
-                    if len(batch) >= self._delete_batch_size:
-                        group.create_task(delete_batch(batch))
-                        batch = {}
-                if batch:
-                    group.create_task(delete_batch(batch))
+                for _ in range(self._delete_batch_concurrency):
+                    group.create_task(worker())
+                group.create_task(produce())
         except BaseExceptionGroup as group_error:
             raise (error := first_error(group_error)) from error.__cause__
-        return sum(results, DeleteResult())
+        return total
 
     # --- listing ---------------------------------------------------------------------------
 

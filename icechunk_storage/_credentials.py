@@ -15,7 +15,7 @@ Calling it is the job of :mod:`._refresher`, shared by every storage in the proc
 Differences from Icechunk, each what a user would expect:
 
 * ``gcs_credentials(get_credentials=f)`` means refreshable. Icechunk silently returns
-  from-env unless ``from_env=False`` is also passed (its bug, reference §1.5).
+  from-env unless ``from_env=False`` is also passed (its bug).
 * The ``*_credentials`` dispatchers refuse every ambiguous combination with a message naming
   the arguments, where Icechunk lets one silently win: GCS and Azure ``anonymous=True`` with
   other arguments, several GCS static credentials at once (Icechunk takes the first),

@@ -11,11 +11,17 @@ The tree, and who has to act on each::
     ├── RangeNotSatisfiableError        also ValueError: the byte range starts past the end
     ├── InvalidKeyError                 also ValueError: absolute, "..", control characters
     ├── ConfigurationError              also ValueError: bad settings or constructor arguments
+    │   └── MissingDependencyError      also ImportError: a provider's extra is not installed
     ├── ReadOnlyStorageError            a write on storage that cannot write
+    │   └── ReadOnlySessionError        (repository) a write on a read-only session
     ├── PermissionDeniedError           also PermissionError: the credentials lack a right
     ├── AuthenticationError             the credentials were rejected
     │   └── CredentialsRefreshError     the user's get_credentials callback failed
     ├── TLSVerificationError            the server's certificate failed verification
+    ├── NotSupportedByServerError       501 and the like: the server does not implement it
+    ├── SyncError                       also RuntimeError: a sync form called inside a loop
+    ├── RepositoryError                 the repository layer; its subtree is drawn in
+    │                                   ``_repository/_errors.py``
     ├── TransientError                  safe to retry; the retry loop catches only these
     │   ├── ThrottledError              429, 503 SlowDown
     │   ├── StorageTimeoutError         also TimeoutError: a stall, or past the deadline
@@ -41,6 +47,7 @@ __all__ = [
     "CredentialsRefreshError",
     "InvalidKeyError",
     "MultipartUploadVanishedError",
+    "NotSupportedByServerError",
     "ObjectNotFoundError",
     "PermissionDeniedError",
     "PreconditionFailedError",
@@ -147,6 +154,11 @@ class CredentialsRefreshError(AuthenticationError):
 class TLSVerificationError(StorageError):
     """The server's TLS certificate failed verification. Not retried: fix the endpoint, or
     point ``AWS_CA_BUNDLE`` / ``SSL_CERT_FILE`` at the right CA bundle."""
+
+
+class NotSupportedByServerError(StorageError):
+    """The server does not implement the request (HTTP 501, an unknown API): retrying will
+    not help. S3-compatible stores answer this to headers they do not know (checksums)."""
 
 
 class TransientError(StorageError):

@@ -13,7 +13,7 @@ __all__ = ["EXTRAS", "MissingDependencyError", "require_extra"]
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "s3": ("aiobotocore", "aiohttp", "yarl"),
-    "gcs": ("gcloud.aio.storage", "aiohttp"),
+    "gcs": ("gcloud.aio.auth", "aiohttp"),
     "azure": ("azure.storage.blob", "aiohttp"),
     "zarr": ("zarr",),
 }

@@ -21,12 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ._errors import ConfigurationError, ObjectNotFoundError, RangeNotSatisfiableError, StorageError
-from ._keys import join_key, validate_key
+from ._keys import validate_key
 from ._limits import get_max_concurrent_requests
-from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest
+from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest, check_byte_request
 
 if TYPE_CHECKING:
-    from ._backend import BaseStorage
     from ._storage import GetResult, ReadData
 
 __all__ = ["check_requests", "fetch_many", "first_error", "run_bounded"]
@@ -70,7 +69,6 @@ def check_requests(requests: Sequence[tuple[str, ByteRequest | None]]) -> None:
 
     A bare key would otherwise unpack as characters: ``"ab"`` as key ``a``, range ``b``.
     """
-    from ._backend import check_byte_request
 
     for index, item in enumerate(requests):
         if not isinstance(item, tuple | list) or len(item) != 2:
@@ -84,13 +82,21 @@ def check_requests(requests: Sequence[tuple[str, ByteRequest | None]]) -> None:
 
 
 async def fetch_many(
-    storage: BaseStorage,
     requests: Iterable[tuple[str, ByteRequest | None]],
     *,
+    get: Callable[[str, ByteRequest | None], Awaitable[GetResult]],
+    get_batch: Callable[
+        [list[tuple[str, ByteRequest | None]]], Awaitable[list[GetResult | StorageError]]
+    ]
+    | None = None,
+    batch_size: int = 0,
+    split_above: int,
     missing_ok: bool = False,
     max_concurrency: int | None = None,
 ) -> list[ReadData | None]:
-    """See ``Storage.get_many``."""
+    """See ``Storage.get_many``. ``get`` is ``Storage.get`` (edge rules, range splitting);
+    ``get_batch`` reads up to ``batch_size`` small ranges (no larger than ``split_above``)
+    in one backend request, with an error per item."""
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool)
         or not isinstance(max_concurrency, int)
@@ -105,8 +111,9 @@ async def fetch_many(
         return results
     check_requests(listed)
 
-    batch_size = storage._read_batch_size
-    _, ideal = storage.settings.effective_concurrency
+    if get_batch is None:
+        batch_size = 0
+    ideal = split_above
     singles: list[int] = []
     batchable: list[int] = []
     for index, (_, byte_range) in enumerate(listed):
@@ -123,7 +130,7 @@ async def fetch_many(
     async def read_one(index: int) -> None:
         key, byte_range = listed[index]
         try:
-            results[index] = (await storage.get(key, byte_range)).data
+            results[index] = (await get(key, byte_range)).data
         except ObjectNotFoundError:
             if not missing_ok:
                 raise
@@ -133,11 +140,8 @@ async def fetch_many(
         if not batched:
             await read_one(indices[0])
             return
-        prefix = storage.prefix
-        batch = [(join_key(prefix, listed[i][0]), listed[i][1]) for i in indices]
-        outcomes: list[GetResult | StorageError] = await storage._call(
-            "get", listed[indices[0]][0], lambda: storage._get_objects(batch)
-        )
+        assert get_batch is not None
+        outcomes = await get_batch([listed[i] for i in indices])
         for index, outcome in zip(indices, outcomes, strict=True):
             if not isinstance(outcome, StorageError):
                 results[index] = outcome.data

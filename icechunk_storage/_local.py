@@ -63,6 +63,7 @@ from ._errors import (
     PreconditionFailedError,
     StorageError,
 )
+from ._forks import forget_after_fork
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
@@ -114,7 +115,7 @@ def _forget_pool_after_fork() -> None:
     _pool, _pool_lock = None, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+forget_after_fork(_forget_pool_after_fork)
 
 
 async def _run(function: Callable[..., T], *args: object) -> T:

@@ -22,27 +22,28 @@ import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from ._forks import _Forgets, forget_after_fork
+
 __all__ = ["LoopLocal", "shut_down_at_exit"]
 
 T = TypeVar("T")
 
 
-class LoopLocal(Generic[T]):
-    """One ``factory()`` value per running event loop, per process."""
+class LoopLocal(_Forgets, Generic[T]):
+    """One ``factory()`` value per running event loop, per process (``_forks`` empties it in
+    a forked child)."""
 
     def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
         self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
             weakref.WeakKeyDictionary()
         )
-        self._pid = os.getpid()
         self._lock = threading.Lock()
+        forget_after_fork(self)
 
     def get(self) -> T:
         """The value for the running loop; must be called from inside a coroutine."""
         loop = asyncio.get_running_loop()
-        if self._pid != os.getpid():
-            self._forget_after_fork()
         try:
             return self._values[loop]
         except KeyError:
@@ -57,8 +58,6 @@ class LoopLocal(Generic[T]):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return None
-        if self._pid != os.getpid():
-            self._forget_after_fork()
         return self._values.get(loop)
 
     def pop(self) -> T | None:
@@ -69,8 +68,6 @@ class LoopLocal(Generic[T]):
         return value
 
     def items(self) -> list[tuple[asyncio.AbstractEventLoop, T]]:
-        if self._pid != os.getpid():
-            self._forget_after_fork()
         return list(self._values.items())
 
     def clear(self) -> None:
@@ -79,7 +76,6 @@ class LoopLocal(Generic[T]):
     def _forget_after_fork(self) -> None:
         self._values = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
-        self._pid = os.getpid()
 
 
 _EXIT_TIMEOUT = 5.0

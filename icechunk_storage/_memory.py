@@ -7,7 +7,7 @@ had then; copies do not share later writes (dask workers each get their own copy
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import ClassVar
@@ -28,11 +28,17 @@ from ._settings import (
     StorageRetriesSettings,
     StorageSettings,
 )
-from ._storage import Data, GetResult, ObjectInfo, VersionInfo
+from ._storage import Capabilities, Data, GetResult, ObjectInfo, VersionInfo
 
 __all__ = ["MemoryStorage", "in_memory_storage"]
 
-_versions = itertools.count(1)
+
+def _new_etag() -> str:
+    """A version no other write in any process made: a pickled storage lives on in other
+    processes (dask workers), where a counter would start again and hand out the version
+    of an older object, letting a stale compare-and-swap through."""
+    return '"' + uuid.uuid4().hex + '"'
+
 
 LOCAL_DEFAULTS = DEFAULT_STORAGE_SETTINGS.merge(
     StorageSettings(
@@ -78,6 +84,7 @@ class MemoryStorage(BaseStorage):
     """Objects in a dict. Construct with :func:`in_memory_storage`."""
 
     backend_name = "memory"
+    native_capabilities: ClassVar[Capabilities] = Capabilities(shared_across_processes=False)
     _read_batch_size: ClassVar[int] = 256
 
     def __init__(self, *, settings: StorageSettings | None = None) -> None:
@@ -138,7 +145,7 @@ class MemoryStorage(BaseStorage):
             raise AlreadyExistsError(path)
         if isinstance(mode, VersionInfo) and (current is None or current.version != mode):
             raise PreconditionFailedError(path, mode)
-        version = VersionInfo(etag=f'"{next(_versions)}"')
+        version = VersionInfo(etag=_new_etag())
         self._objects[path] = _Entry(
             bytes(data), version, datetime.now(UTC), content_type, dict(metadata)
         )
@@ -150,7 +157,7 @@ class MemoryStorage(BaseStorage):
         entry = self._lookup(source)
         if version is not None and entry.version != version:
             raise PreconditionFailedError(source, version)
-        new_version = VersionInfo(etag=f'"{next(_versions)}"')
+        new_version = VersionInfo(etag=_new_etag())
         self._objects[destination] = attrs.evolve(
             entry, version=new_version, last_modified=datetime.now(UTC)
         )

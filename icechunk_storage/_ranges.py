@@ -104,6 +104,18 @@ def split_for_multipart(size: int, ideal_size: int, max_parts: int) -> list[tupl
     return [(offset, min(offset + part, size)) for offset in range(0, size, part)]
 
 
+def check_byte_request(byte_range: object) -> None:
+    """Refuse anything but the three request kinds (or None), with a TypeError."""
+    if byte_range is not None and not isinstance(
+        byte_range, RangeByteRequest | OffsetByteRequest | SuffixByteRequest
+    ):
+        raise TypeError(
+            "Unexpected byte_range, got "
+            f"{type(byte_range).__name__} {byte_range!r}; expected RangeByteRequest, "
+            "OffsetByteRequest, SuffixByteRequest or None."
+        )
+
+
 def resolve_range(byte_range: ByteRequest | None, size: int) -> tuple[int, int]:
     """``(start, end)`` of a byte request on an object of ``size`` bytes, per the contract.
 

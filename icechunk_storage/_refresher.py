@@ -41,7 +41,7 @@ entry keeps its credential and statistics, so the next storage unpickled in this
 (the next dask task) reuses them instead of calling again; entries are never dropped (one
 small entry per distinct callback per process). After ``fork`` the child forgets
 the private loop, the worker threads, the locks and any in-flight refresh
-(``os.register_at_fork``), keeps the cached credentials, and starts its own thread on demand.
+(``_forks.forget_after_fork``), keeps the cached credentials, and starts its own thread on demand.
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ import concurrent.futures
 import enum
 import inspect
 import logging
-import os
 import pickle
 import random
 import threading
@@ -64,6 +63,7 @@ import attrs
 
 from ._credentials import C, RefreshableCredentials, callable_name, type_name
 from ._errors import ConfigurationError, CredentialsRefreshError
+from ._forks import forget_after_fork
 
 __all__ = [
     "CredentialHandle",
@@ -570,4 +570,4 @@ def _after_fork_in_child() -> None:
         refresher._forget_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+forget_after_fork(_after_fork_in_child)

@@ -219,4 +219,4 @@ DEFAULT_STORAGE_SETTINGS = StorageSettings(
     unsafe_use_metadata=True,
     minimum_size_for_multipart_upload=100 * 1024 * 1024,
 )
-"""What the cloud backends use (Icechunk §4); memory and local override some fields."""
+"""What the cloud backends use; memory and local override some fields."""

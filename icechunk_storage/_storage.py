@@ -143,12 +143,17 @@ class Capabilities:
 
     ``conditional_create``/``conditional_update`` are False when the backend lacks them or
     the settings switch them off; writes in those modes then overwrite.
+    ``shared_across_processes``: a copy of this storage unpickled in another process sees the
+    same objects (False for memory). ``requires_prefix_for_repository``: a cloud object
+    store, where a repository at the bucket root (an empty prefix) is refused.
     """
 
     can_write: bool = True
     conditional_create: bool = True
     conditional_update: bool = True
     conditional_read: bool = True
+    shared_across_processes: bool = True
+    requires_prefix_for_repository: bool = False
 
 
 PutMode = Literal["overwrite", "create"] | VersionInfo
@@ -175,6 +180,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def default_settings(self) -> StorageSettings:
         """This backend's defaults, fully populated."""
+
+    @property
+    def user_settings(self) -> StorageSettings | None:
+        """The settings given by the user (at construction or ``with_settings``), if any."""
+        return None
 
     @abc.abstractmethod
     def with_settings(self, settings: StorageSettings | None) -> Self:

@@ -5,7 +5,7 @@ adapter's sync calls ...) is a one-line ``sync(self.x_async(...), name="Class.x"
 ``zarr/core/sync.py``:
 
 * one background loop thread per process, created lazily under a lock on first use (importing
-  the package starts nothing), and forgotten in a forked child (``os.register_at_fork``), which
+  the package starts nothing), and forgotten in a forked child (``_forks.forget_after_fork``), which
   builds its own on first use; at interpreter exit the loop finalizes its async generators
   (so storages close the connection pools they hold for it) and stops;
 * ``sync()`` runs the coroutine there and returns its result, or re-raises its exception, in
@@ -23,12 +23,12 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from ._errors import StorageError
+from ._forks import forget_after_fork
 
 __all__ = ["SyncError", "get_loop", "sync"]
 
@@ -79,7 +79,7 @@ def _forget_after_fork() -> None:
     _loop, _thread, _lock = None, None, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+forget_after_fork(_forget_after_fork)
 
 
 def sync(

@@ -16,7 +16,8 @@ from typing import Any, Generic, Self, TypeVar
 
 import attrs
 
-from ._observe import current_observer
+from ._errors import ReadOnlyStorageError
+from ._observe import StorageObserver, current_observer
 from ._ranges import ByteRequest
 from ._settings import StorageSettings
 from ._storage import (
@@ -32,7 +33,13 @@ from ._storage import (
     VersionInfo,
 )
 
-__all__ = ["InstrumentedStorage", "LatencyStorage", "OperationStats", "WrappedStorage"]
+__all__ = [
+    "InstrumentedStorage",
+    "LatencyStorage",
+    "OperationStats",
+    "ReadOnlyStorage",
+    "WrappedStorage",
+]
 
 S = TypeVar("S", bound=Storage)
 
@@ -59,6 +66,10 @@ class WrappedStorage(Storage, Generic[S]):
 
     def default_settings(self) -> StorageSettings:
         return self.inner.default_settings()
+
+    @property
+    def user_settings(self) -> StorageSettings | None:
+        return self.inner.user_settings
 
     def with_settings(self, settings: StorageSettings | None) -> Self:
         return self._with_inner(self.inner.with_settings(settings))
@@ -184,6 +195,49 @@ class LatencyStorage(WrappedStorage[S]):
         )
 
 
+class ReadOnlyStorage(WrappedStorage[S]):
+    """Reads pass through; every write is refused with ReadOnlyStorageError before any I/O.
+
+    For handing a storage to code that must not change it (readers, dashboards, a dask
+    graph that only loads): a guarantee of this process, not of the credentials."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(
+            self.inner.capabilities,
+            can_write=False,
+            conditional_create=False,
+            conditional_update=False,
+        )
+
+    def _refuse(self, what: str) -> ReadOnlyStorageError:
+        return ReadOnlyStorageError(f"{self!r} is read-only; {what} was refused.")
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        raise self._refuse(f"put of {key!r}")
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        raise self._refuse(f"copy of {source!r} to {destination!r}")
+
+    async def delete(self, key: str) -> None:
+        raise self._refuse(f"delete of {key!r}")
+
+    async def delete_many(
+        self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
+    ) -> DeleteResult:
+        raise self._refuse("delete_many")
+
+
 @attrs.define
 class OperationStats:
     """Counters for one operation name."""
@@ -242,7 +296,9 @@ class InstrumentedStorage(WrappedStorage[S]):
         """
         stats = self.stats[operation]
         stats.calls += 1
-        token = current_observer.set(_Attributing(self, operation)) if observe else None
+        token = None
+        if observe:  # nested wrappers each count: the observer chains to the outer one
+            token = current_observer.set(_Attributing(self, operation, current_observer.get()))
         started = time.perf_counter()
         try:
             yield stats
@@ -338,9 +394,14 @@ class _Attributing:
 
     owner: InstrumentedStorage[Any]
     operation: str
+    outer: StorageObserver | None = None
 
     def on_request(self, operation: str) -> None:
         self.owner.stats[self.operation].requests += 1
+        if self.outer is not None:
+            self.outer.on_request(operation)
 
     def on_retry(self, operation: str, failed_attempts: int, error: BaseException) -> None:
         self.owner.stats[self.operation].retries += 1
+        if self.outer is not None:
+            self.outer.on_retry(operation, failed_attempts, error)

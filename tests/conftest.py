@@ -10,4 +10,4 @@ settings.register_profile("ci", deadline=None, suppress_health_check=[HealthChec
 settings.register_profile("dev", deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-pytest_plugins: list[str] = ["tests._s3_server"]
+pytest_plugins: list[str] = ["tests._s3_server", "tests._gcs_server", "tests._azurite"]

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from icechunk_storage import MissingDependencyError, s3_storage
+from icechunk_storage import MissingDependencyError, gcs_storage, s3_storage
 
 
 @pytest.mark.parametrize("module", ["aiobotocore", "aiohttp", "yarl"])
@@ -35,3 +35,16 @@ def test_zarr_adapter_without_the_zarr_extra() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert "pip install 'icechunk-storage[zarr]'" in out
+
+
+@pytest.mark.parametrize("module", ["gcloud.aio.auth", "aiohttp"])
+def test_gcs_storage_without_the_gcs_extra(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'icechunk-storage\[gcs\]'"):
+        gcs_storage(bucket="b", prefix="p", anonymous=True)
+    with pytest.raises(ImportError, match=module):
+        gcs_storage(bucket="b", prefix="p", anonymous=True)
+
+
+def test_gcs_storage_with_the_extra_builds() -> None:
+    gcs_storage(bucket="b", prefix="p", anonymous=True)

@@ -439,3 +439,75 @@ def test_error_tree() -> None:
     assert issubclass(InvalidKeyError, ValueError)
     for error in (ObjectNotFoundError, AlreadyExistsError, ThrottledError, ConfigurationError):
         assert issubclass(error, StorageError)
+
+
+def test_a_forked_child_forgets_every_loop_local_value_and_registered_state() -> None:
+    """One mechanism (``_forks``): after ``fork`` the child starts with empty loop-local
+    values (no parent sockets) and every registered module function has run."""
+    import os
+
+    from icechunk_storage._forks import forget_after_fork
+    from icechunk_storage._loops import LoopLocal
+
+    built: list[int] = []
+
+    def build() -> int:
+        built.append(os.getpid())
+        return len(built)
+
+    local: LoopLocal[int] = LoopLocal(build)
+    ran: list[int] = []
+    forget_after_fork(lambda: ran.append(os.getpid()))
+
+    async def value() -> int:
+        return local.get()
+
+    parent_loop = asyncio.new_event_loop()  # kept open: its value stays in the parent
+    assert parent_loop.run_until_complete(value()) == 1
+    assert len(local.items()) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's cleanup
+        try:
+            loop = asyncio.new_event_loop()
+            report = f"{len(local.items())},{loop.run_until_complete(value())},{len(ran)}"
+            os.write(write, report.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    # No value survived the fork, the child built its own, and the hook ran once there.
+    assert report == "0,2,1"
+    assert ran == []  # not in the parent
+    assert len(local.items()) == 1
+    parent_loop.close()
+
+
+def test_every_error_class_is_in_the_drawn_tree() -> None:
+    """The error tree in ``_errors``'s docstring (and the repository's subtree) names every
+    StorageError subclass the package defines, so users can see what to catch."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import icechunk_storage
+    from icechunk_storage import StorageError, _errors
+    from icechunk_storage._repository import _errors as repository_errors
+
+    drawn = (_errors.__doc__ or "") + (repository_errors.__doc__ or "")
+    classes = set()
+    for module_info in pkgutil.walk_packages(icechunk_storage.__path__, "icechunk_storage."):
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, StorageError)
+                and value.__module__.startswith("icechunk_storage")
+                and not name.startswith("_")
+            ):
+                classes.add(value.__name__)
+    missing = sorted(name for name in classes if name not in drawn)
+    assert missing == []
+    assert len(classes) > 30

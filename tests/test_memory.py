@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
-from icechunk_storage import MemoryStorage, Storage, StorageError, in_memory_storage
+from icechunk_storage import (
+    MemoryStorage,
+    PreconditionFailedError,
+    Storage,
+    StorageError,
+    in_memory_storage,
+)
 from icechunk_storage._ranges import ByteRequest
 from icechunk_storage._storage import GetResult
 from tests.conformance import StorageConformance
@@ -63,3 +70,77 @@ async def test_cancelling_a_fetch_mid_read_leaves_no_task() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert asyncio.all_tasks() == before
+
+
+def _write_in_child(pickled: bytes) -> str:
+    """In a fresh process: unpickle the storage, overwrite 'k', return the new etag."""
+    import asyncio
+    import pickle
+
+    storage = pickle.loads(pickled)
+
+    async def write() -> str:
+        version = await storage.put("other", b"new")
+        return str(version.etag)
+
+    return asyncio.run(write())
+
+
+async def test_etags_stay_unique_in_a_process_that_unpickled_the_storage() -> None:
+    """A version counter restarted in a new process would hand out an old object's version
+    again, and a stale compare-and-swap would succeed there."""
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    storage = in_memory_storage()
+    old = await storage.put("k", b"v1")
+    await storage.put("k", b"v2")
+    context = multiprocessing.get_context("spawn")
+    pickled = pickle.dumps(storage)
+    etags = []
+    for _ in range(2):  # two fresh processes: a per-process counter gives both the same
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            loop = asyncio.get_running_loop()
+            etags.append(await loop.run_in_executor(pool, _write_in_child, pickled))
+    assert etags[0] != etags[1]
+    assert old.etag not in etags
+    copy = pickle.loads(pickle.dumps(storage))
+    with pytest.raises(PreconditionFailedError):
+        await copy.put("k", b"stale", mode=old)
+
+
+async def test_delete_many_holds_a_bounded_number_of_batches() -> None:
+    """However many keys stream in, only the workers' batches and a queue of at most
+    ``_delete_batch_concurrency`` batches are held while deletions are slow."""
+
+    class Slow(MemoryStorage):
+        _delete_batch_size = 10
+        _delete_batch_concurrency = 3
+
+        async def _delete_objects(
+            self, paths: list[str]
+        ) -> tuple[dict[str, int | None], dict[str, str]]:
+            await gate.wait()
+            return await super()._delete_objects(paths)
+
+    gate = asyncio.Event()
+    storage = Slow()
+    produced = 0
+
+    async def keys() -> AsyncIterator[str]:
+        nonlocal produced
+        for index in range(1000):
+            produced += 1
+            yield f"k{index}"
+
+    task = asyncio.create_task(storage.delete_many(keys()))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # 3 batches in the workers, 3 queued, one being filled: never all 1,000 keys.
+    assert produced <= (3 + 3 + 1) * 10 + 1
+    gate.set()
+    result = await task
+    assert produced == 1000
+    assert result.deleted_objects == 0  # nothing was there; nothing failed
+    assert result.errors == {}

@@ -1511,22 +1511,6 @@ class _SessionConformance(StorageConformance):
         chunk = await storage.session.repository.storage.get(chunk_key(entry.chunk))
         return bytes(chunk.data)
 
-    async def test_unsafe_settings_drop_the_conditions(self, storage: Storage) -> None:
-        """Differs from plain storage on purpose: a session checks its conditions in memory,
-        where they always hold, so the unsafe flags (which describe the object store) only
-        reach the chunk and info objects, not the session's own create/update checks."""
-        unsafe = storage.with_settings(UNSAFE)
-        assert not unsafe.settings.conditional_update
-        assert unsafe.capabilities.conditional_create
-        assert unsafe.capabilities.conditional_update
-        first = await unsafe.put("k", b"1", mode="create")
-        with pytest.raises(AlreadyExistsError):
-            await unsafe.put("k", b"2", mode="create")
-        await unsafe.put("k", b"3")
-        with pytest.raises(PreconditionFailedError):
-            await unsafe.put("k", b"4", mode=first)
-        assert bytes((await storage.get("k")).data) == b"3"
-
 
 class TestMemorySessionConformance(_SessionConformance):
     @pytest.fixture

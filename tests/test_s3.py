@@ -1698,3 +1698,36 @@ async def test_multipart_upload_under_a_request_limit_of_one(
     finally:
         set_max_concurrent_requests(previous)
     assert len(only(s3_proxy.recorded(), "PUT", "partNumber")) == 1
+
+
+async def test_a_failed_list_page_is_retried_alone(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path
+) -> None:
+    storage = make(s3_proxy.url, bucket, settings=FAST)
+    storage._list_page_size = 2
+    async with storage:
+        keys = [f"k{i}" for i in range(7)]
+        await asyncio.gather(*(storage.put(k, b"x") for k in keys))
+        s3_proxy.clear()
+        s3_proxy.inject("status", lambda r: "continuation-token" in r.query_params, times=1)
+        assert sorted([i.key async for i in storage.list()]) == keys
+    pages = s3_proxy.recorded("GET")
+    # 4 pages, the second failed once: 5 requests, not a restart from the first page.
+    assert len(pages) == 5
+    assert sum("continuation-token" not in r.query_params for r in pages) == 1
+
+
+async def test_errors_carry_the_operation_and_the_users_key(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path
+) -> None:
+    storage = make(s3_proxy.url, bucket, prefix="deep/prefix")
+    async with storage:
+        with pytest.raises(ObjectNotFoundError) as raised:
+            await storage.get("missing")
+        assert raised.value.operation == "get"
+        assert raised.value.key == "missing"  # relative to the prefix
+        assert "deep/prefix" not in str(raised.value)
+        await storage.put("there", b"x")
+        with pytest.raises(AlreadyExistsError) as exists:
+            await storage.put("there", b"y", mode="create")
+        assert (exists.value.operation, exists.value.key) == ("put", "there")

@@ -22,6 +22,7 @@ import attrs
 import pytest
 
 from icechunk_storage import (
+    ConfigurationError,
     ConnectionLostError,
     ObjectNotFoundError,
     OffsetByteRequest,
@@ -670,3 +671,23 @@ def test_request_heads_refuse_line_breaks() -> None:
     assert put == b"PUT /b/k HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\r\n"
     with pytest.raises(ValueError, match="line break"):
         request_head(HttpRequest("GET", "/b/k", {"x-amz-security-token": "a\r\nInjected: 1"}))
+
+
+@pytest.mark.parametrize("status", [301, 307, 308])
+async def test_a_redirect_is_never_followed_and_names_the_real_region(
+    server: FakeS3, status: int
+) -> None:
+    async def redirect(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
+        headers = {
+            "Location": "http://evil.invalid/steal",
+            "x-amz-bucket-region": "eu-west-1",
+        }
+        writer.write(http_response(status, b"", headers))
+        await writer.drain()
+        return True
+
+    server.script(lambda r: True, redirect, times=5)
+    async with make(server.url) as storage:
+        with pytest.raises(ConfigurationError, match=r"region='eu-west-1'"):
+            await storage.get("obj")
+    assert len(server.requests) == 1  # not followed, not retried

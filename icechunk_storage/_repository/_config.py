@@ -42,7 +42,7 @@ DEFAULT_INLINE_CHUNK_THRESHOLD_BYTES = 512
 DEFAULT_REPO_UPDATE_RETRIES = StorageRetriesSettings(
     max_tries=100, initial_backoff_ms=50, max_backoff_ms=30_000
 )
-"""Icechunk's effective values for updates of the info object (§6)."""
+"""Icechunk's effective values for updates of the info object."""
 
 CompressionAlgorithm = Literal["zlib", "none"]
 

@@ -29,7 +29,6 @@ import base64
 import bisect
 import itertools
 import json
-import os
 import secrets
 import threading
 import zlib
@@ -39,6 +38,7 @@ from typing import Any, Literal
 
 import attrs
 
+from .._forks import forget_after_fork
 from .._storage import ReadData
 from ._config import CompressionAlgorithm, RepositoryConfig, config_from_json, config_to_json
 from ._errors import RepositoryFormatError
@@ -162,7 +162,7 @@ def _reset_backup_lock() -> None:
     _backup_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_reset_backup_lock)
+forget_after_fork(_reset_backup_lock)
 
 
 def backup_key(now: datetime | None = None) -> str:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._backend import BaseStorage
 from .._errors import (
     AlreadyExistsError,
     ConditionFailedError,
@@ -32,7 +31,6 @@ from .._errors import (
     TransientError,
 )
 from .._loops import LoopLocal
-from .._memory import MemoryStorage
 from .._retry import RetryPolicy
 from .._settings import StorageSettings
 from .._storage import Storage, VersionInfo
@@ -139,18 +137,9 @@ def _check_snapshot_id(snapshot_id: object) -> str:
     return snapshot_id
 
 
-def _unwrap(storage: Storage) -> Storage:
-    """The innermost storage under wrappers (anything exposing ``inner``)."""
-    seen = 0
-    while isinstance(getattr(storage, "inner", None), Storage) and seen < 100:
-        storage = storage.inner  # type: ignore[attr-defined]
-        seen += 1
-    return storage
-
-
 def requires_prefix(storage: Storage) -> bool:
     """True for cloud object stores, where a repository at the bucket root is refused."""
-    return bool(getattr(type(_unwrap(storage)), "requires_prefix_for_repository", False))
+    return storage.capabilities.requires_prefix_for_repository
 
 
 def _apply_settings(
@@ -160,8 +149,7 @@ def _apply_settings(
 
     Settings given when the storage was constructed count as the user's, below the config's.
     """
-    inner = _unwrap(storage)
-    constructed = inner.user_settings if isinstance(inner, BaseStorage) else None
+    constructed = storage.user_settings
     merged: StorageSettings | None = None
     for layer in (persisted, constructed, user):
         if layer is not None:
@@ -679,7 +667,7 @@ class Repository:
 
     def _storage_is_shared(self) -> bool:
         """False for an in-memory storage: a pickled copy in another process has its own data."""
-        return not isinstance(_unwrap(self._storage), MemoryStorage)
+        return self._storage.capabilities.shared_across_processes
 
     def _slot(self) -> asyncio.Semaphore:
         """This repository's limit on logical operations, for the running loop."""

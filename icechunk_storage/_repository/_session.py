@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeAlias
 
 import attrs
 
-from .._backend import check_byte_request
+from .._backend import check_put_data, effective_write_mode
 from .._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -44,7 +44,7 @@ from .._errors import (
 from .._fetch import check_requests
 from .._keys import normalize_list_prefix, validate_key
 from .._memory import slice_range
-from .._ranges import ByteRequest
+from .._ranges import ByteRequest, check_byte_request
 from .._settings import StorageSettings
 from .._storage import (
     Capabilities,
@@ -519,6 +519,10 @@ def _info(key: str, entry: ManifestEntry) -> ObjectInfo:
     )
 
 
+_IN_MEMORY_CONDITIONS = Capabilities()
+"""A session checks every condition against its own view: it can honour them all."""
+
+
 class SessionStorage(Storage):
     """A session's key/value view as a :class:`Storage`; see the module docstring.
 
@@ -563,12 +567,16 @@ class SessionStorage(Storage):
 
     @property
     def capabilities(self) -> Capabilities:
+        """Conditions are checked in memory, so they always hold; the unsafe flags drop them
+        here too (``effective_write_mode``), as on every storage."""
         writable = not self._session.read_only
+        settings = self.settings
         return Capabilities(
             can_write=writable,
-            conditional_create=writable,
-            conditional_update=writable,
+            conditional_create=writable and settings.conditional_create,
+            conditional_update=writable and settings.conditional_update,
             conditional_read=True,
+            shared_across_processes=self._storage.capabilities.shared_across_processes,
         )
 
     # --- reads -------------------------------------------------------------------------------
@@ -649,18 +657,12 @@ class SessionStorage(Storage):
     # --- writes ------------------------------------------------------------------------------
 
     def _check_mode(self, key: str, mode: PutMode, current: ManifestEntry | None) -> None:
-        if isinstance(mode, VersionInfo) and mode.is_for_creation:
-            mode = "create"
+        mode = effective_write_mode(mode, self.settings, _IN_MEMORY_CONDITIONS, self)
         if mode == "create":
             if current is not None:
                 raise AlreadyExistsError(key)
-        elif isinstance(mode, VersionInfo):
-            if current is None or _version(current) != mode:
-                raise PreconditionFailedError(key, mode)
-        elif mode != "overwrite":
-            raise ConfigurationError(
-                f"mode must be 'overwrite', 'create' or a VersionInfo, got {mode!r}."
-            )
+        elif isinstance(mode, VersionInfo) and (current is None or _version(current) != mode):
+            raise PreconditionFailedError(key, mode)
 
     def _set(
         self,
@@ -697,10 +699,7 @@ class SessionStorage(Storage):
         metadata: Mapping[str, str] | None = None,
     ) -> VersionInfo:
         validate_key(key)
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(
-                f"put() expects bytes, bytearray or memoryview data, got {type(data).__name__}."
-            )
+        check_put_data(data)
         session = self._session
         with session._lock:
             session._check_writable()

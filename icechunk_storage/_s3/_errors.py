@@ -24,6 +24,7 @@ from .._errors import (
     ConfigurationError,
     ConnectionLostError,
     MultipartUploadVanishedError,
+    NotSupportedByServerError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -165,7 +166,11 @@ def error_for_status(
     if code in AUTHENTICATION_CODES or status == 401:
         return AuthenticationError(f"{what} failed: the credentials were rejected ({detail}).")
     region = (headers or {}).get("x-amz-bucket-region")
-    if code in REDIRECT_CODES or status in (301, 307) or code == "AuthorizationHeaderMalformed":
+    if (
+        code in REDIRECT_CODES
+        or status in (301, 302, 307, 308)
+        or code == "AuthorizationHeaderMalformed"
+    ):  # never followed: a redirect to another origin would carry our signature there
         hint = f" pass region={region!r}" if region else " check region and endpoint_url"
         return ConfigurationError(
             f"{what} failed: the request went to the wrong region or endpoint ({detail});{hint}."
@@ -177,7 +182,7 @@ def error_for_status(
     if code in TIMEOUT_CODES or status == 408:
         return StorageTimeoutError(f"{what} timed out on the server ({detail}).")
     if status == 501:
-        return StorageError(
+        return NotSupportedByServerError(
             f"{what} failed: the server does not implement this request ({detail}). "
             "S3-compatible stores often reject checksum headers: leave checksum_algorithm "
             "unset."

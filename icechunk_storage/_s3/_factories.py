@@ -1,5 +1,5 @@
 """The public constructors: ``s3_storage``, ``tigris_storage``, ``r2_storage`` (Icechunk's names
-and parameters, reference §1.1 and §3). They validate everything and do no I/O, except that
+and parameters). They validate everything and do no I/O, except that
 ``scatter_initial_credentials=True`` calls ``get_credentials`` once, as asked."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Custom request headers: validation at construction, and the read/write/Tigris merge rules.
 
-Icechunk's rules (reference §1.1, §3):
+Icechunk's rules:
 
 * effective read headers = ``headers`` then ``read_headers``; write headers = ``headers`` then
   ``write_headers`` (later wins). We merge names case-insensitively: ``X-A`` and ``x-a`` are
@@ -102,7 +102,7 @@ def merge_headers(*layers: Iterable[tuple[str, str]]) -> HeaderPairs:
 
 
 def tigris_consistency_headers(region: str) -> tuple[HeaderPairs, HeaderPairs]:
-    """``(read, write)`` headers that make Tigris strongly consistent in ``region`` (§3)."""
+    """``(read, write)`` headers that make Tigris strongly consistent in ``region``."""
     write = (("X-Tigris-Regions", region), ("X-Tigris-Consistent", "true"))
     return (*write, ("Cache-Control", "no-cache")), write
 

@@ -1,4 +1,4 @@
-"""``S3Options`` and ``ChecksumAlgorithm`` (Icechunk's names, reference §1.2), validated.
+"""``S3Options`` and ``ChecksumAlgorithm`` (Icechunk's names), validated.
 
 Everything here is a frozen value: it pickles, compares by value, and holds no secret.
 """
@@ -13,13 +13,11 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._errors import ConfigurationError
+from .._transport import DEFAULT_STREAM_TIMEOUT
 
 __all__ = ["ChecksumAlgorithm", "S3Options", "check_endpoint_url", "is_tigris_endpoint"]
 
 TIGRIS_ENDPOINT_MARKERS = ("fly.storage.tigris.dev", "t3.storage.dev")
-
-DEFAULT_STREAM_TIMEOUT_SECONDS = 10
-"""Stalled-stream grace when ``network_stream_timeout_seconds`` is None (Icechunk: 10 s)."""
 
 
 class ChecksumAlgorithm(enum.Enum):
@@ -112,8 +110,9 @@ class S3Options:
     profile), and ``us-east-1`` if that has none either. ``endpoint_url``: a custom endpoint
     (MinIO, R2 ...); plain ``http://`` needs ``allow_http=True``. ``anonymous``: unsigned
     requests (public buckets). ``force_path_style``: ``endpoint/bucket/key`` URLs instead of
-    ``bucket.endpoint/key``. ``network_stream_timeout_seconds``: fail a response that
-    delivers no byte for that long (0 disables; None means 10 s). ``requester_pays``:
+    ``bucket.endpoint/key``. ``network_stream_timeout_seconds``: the window over which a
+    response must keep up a minimum throughput, or fail as stalled (0 switches the check
+    off, but every attempt keeps its deadline; None means 10 s). ``requester_pays``:
     send ``x-amz-request-payer: requester`` on every request. ``checksum_algorithm``:
     checksum uploads and batch deletes with it (None: no extra checksum, which is what most
     S3-compatible stores accept).
@@ -133,10 +132,11 @@ class S3Options:
 
     @property
     def stream_timeout(self) -> float | None:
-        """Seconds without a byte before a response is abandoned; None: never."""
+        """The stall-check window in seconds (None: the check is off; the attempt deadline
+        still holds). Floor, window default and deadline: ``_transport/_model.py``."""
         seconds = self.network_stream_timeout_seconds
         if seconds is None:
-            return float(DEFAULT_STREAM_TIMEOUT_SECONDS)
+            return DEFAULT_STREAM_TIMEOUT
         return float(seconds) if seconds > 0 else None
 
 
