@@ -723,9 +723,8 @@ class Repository:
     async def _flush(self, keys: list[str]) -> None:
         """Make objects written without a durability promise durable (the local filesystem
         writes them without fsync); a no-op on object stores, where a write is durable."""
-        flush = getattr(_unwrap(self._storage), "flush", None)
-        if flush is not None and keys:
-            await flush(keys)
+        if keys:
+            await self._storage.flush(keys)
 
     async def _update_info(self, change: Callable[[RepoInfo], RepoInfo | None]) -> RepoInfo:
         """Read-modify-write of the info object; see the module docstring.
