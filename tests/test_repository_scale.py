@@ -406,3 +406,14 @@ async def test_a_writer_killed_mid_work_leaves_a_consistent_repository(
     for i in range(20):
         got = await reader.storage.get(f"committed/c/{i}")
         assert bytes(got.data) == helpers.crash_value("committed", i)
+
+
+def test_the_scale_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import repo_scale
+
+    flags = ["--keys", "300", "--repeats", "1", "--put-count", "20", "--rounds", "1"]
+    repo_scale.main([*flags, "--path", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| 300 |" in out
+    assert "| session put |" in out
+    assert os.listdir(tmp_path) == []  # everything it wrote is gone
