@@ -5,9 +5,15 @@
   machines, against ~13 us for a small ``os.pread``; so a batch of small reads from the chunk
   fetch path crosses to a worker thread *once* (``_read_batch_size``), and aiofiles (three
   hops per read: open, read, close) is not used.
-* **Writes are atomic**: a temporary file under ``<root>/.icechunk-storage/tmp`` is written,
-  fsynced and renamed into place, so a reader never sees half an object and a crash leaves
+* **Writes are atomic**: a temporary file under ``<root>/.icechunk-storage/tmp`` is written
+  and renamed into place, so a reader never sees half an object and a crashed process leaves
   no partial object (only a stray temporary file, never visible as an object).
+* **Durability where it matters** (``docs/repository-format.md``, "Durability"): a plain
+  ``put`` or ``copy`` is not fsynced (as obstore's and zarr's local stores): it survives the
+  writing process being killed, but not necessarily a power loss or kernel crash, until
+  :meth:`LocalFileSystemStorage.flush` makes it durable. Conditional writes (create, update,
+  a copy conditional on a version) are fsynced, file and directory, before they return. A
+  repository flushes everything a commit refers to before the commit becomes visible.
 * **Conditional create** links the temporary file to the target name, which fails atomically
   if the target exists. **Conditional update** is safe across threads and processes on one
   machine: an exclusive ``flock`` per key is held while the current version is checked and
@@ -32,15 +38,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import os
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
@@ -71,6 +79,22 @@ RESERVED = ".icechunk-storage"
 CONTENT_TYPE_XATTR = "user.icechunk.content_type"
 METADATA_XATTR = "user.icechunk.metadata"
 _NO_XATTR_SUPPORT = {errno.ENOTSUP, errno.EOPNOTSUPP}
+
+_SYNCFS_ABOVE = 64
+"""Flushing more objects than this uses one syncfs of the whole filesystem (Linux)."""
+
+
+def _find_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_syncfs = _find_syncfs()
 
 _POOL_SIZE = 8
 _pool: ThreadPoolExecutor | None = None
@@ -280,27 +304,36 @@ class _Root:
         not_before_ns: int,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
-    ) -> str:
-        """Write ``data`` and its attributes to a fsynced temporary file with a fresh, later
-        mtime."""
-        directory = os.path.join(self.reserved, "tmp")
-        os.makedirs(directory, exist_ok=True)
-        temporary = os.path.join(directory, uuid.uuid4().hex)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        *,
+        durable: bool = False,
+    ) -> tuple[str, os.stat_result]:
+        """Write ``data`` and its attributes to a temporary file with a fresh mtime later than
+        ``not_before_ns`` (fsynced if ``durable``); return its path and final stat."""
+        temporary = os.path.join(self.reserved, "tmp", uuid.uuid4().hex)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(temporary, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(temporary), exist_ok=True)
+            fd = os.open(temporary, flags, 0o644)
         try:
             view = memoryview(data).cast("B")
             while view:
                 view = view[os.write(fd, view) :]
             _write_attributes(fd, content_type, metadata or {}, self.root)
-            os.fsync(fd)
-            stamp = max(time.time_ns(), not_before_ns + 1)
-            os.utime(fd, ns=(stamp, stamp))
+            if durable:
+                os.fsync(fd)
+            stat = os.fstat(fd)
+            if stat.st_mtime_ns <= not_before_ns:
+                stamp = max(time.time_ns(), not_before_ns + 1)
+                os.utime(fd, ns=(stamp, stamp))
+                stat = os.fstat(fd)
         except BaseException:
             os.close(fd)
             os.unlink(temporary)
             raise
         os.close(fd)
-        return temporary
+        return temporary, stat
 
     @staticmethod
     def _mtime_ns(file: str) -> int:
@@ -309,24 +342,52 @@ class _Root:
         except (FileNotFoundError, NotADirectoryError):
             return 0
 
-    def _place(self, temporary: str, file: str, *, exclusive: bool) -> None:
-        """Rename (or, exclusively, link) the temporary file into place, making directories.
+    def _place(self, temporary: str, file: str, *, exclusive: bool, durable: bool) -> None:
+        """Rename (or, exclusively, link) the temporary file into place, making directories
+        (and, if ``durable``, fsync the directory entry).
 
         A concurrent delete may remove an empty parent directory between our makedirs and
         the rename: so retry a few times.
         """
-        for attempt in range(5):
-            os.makedirs(os.path.dirname(file), exist_ok=True)
+        for attempt in range(6):
             try:
                 if exclusive:
                     os.link(temporary, file)
                     os.unlink(temporary)
                 else:
                     os.replace(temporary, file)
-                return
+                break
             except FileNotFoundError:
-                if attempt == 4:
+                if attempt == 5:
                     raise
+                os.makedirs(os.path.dirname(file), exist_ok=True)
+        if durable:
+            self._sync_directories([os.path.dirname(file)])
+
+    def _with_parents(self, directories: Iterable[str]) -> set[str]:
+        """Directories and their parents up to the root (new names in them, and the
+        directories themselves if they were just made)."""
+        found: set[str] = set()
+        for start in directories:
+            directory = start
+            while directory not in found and directory.startswith(self.root):
+                found.add(directory)
+                if directory == self.root:
+                    break
+                directory = os.path.dirname(directory)
+        return found
+
+    @staticmethod
+    def _fsync_directory(directory: str) -> None:
+        fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _sync_directories(self, directories: Iterable[str]) -> None:
+        for directory in sorted(self._with_parents(directories), reverse=True):
+            self._fsync_directory(directory)
 
     def put(
         self,
@@ -335,15 +396,20 @@ class _Root:
         mode: WriteMode,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        *,
+        durable: bool = False,
     ) -> VersionInfo:
         file = self.file(path)
-        temporary = self._temporary(data, self._mtime_ns(file), content_type, metadata)
+        durable = durable or mode != "overwrite"  # every conditional write is durable
+        temporary, stat = self._temporary(
+            data, self._mtime_ns(file), content_type, metadata, durable=durable
+        )
         try:
             if mode == "overwrite":
-                self._place(temporary, file, exclusive=False)
+                self._place(temporary, file, exclusive=False, durable=durable)
             elif mode == "create":
                 try:
-                    self._place(temporary, file, exclusive=True)
+                    self._place(temporary, file, exclusive=True, durable=True)
                 except FileExistsError:
                     raise AlreadyExistsError(path) from None
             else:
@@ -357,11 +423,39 @@ class _Root:
                     # The version must change even within one clock tick.
                     stamp = max(time.time_ns(), self._mtime_ns(file) + 1)
                     os.utime(temporary, ns=(stamp, stamp))
-                    self._place(temporary, file, exclusive=False)
-            return _version(os.stat(file))
-        finally:
-            if os.path.exists(temporary):
+                    stat = os.stat(temporary)
+                    self._place(temporary, file, exclusive=False, durable=True)
+            return _version(stat)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+            raise
+
+    def syncfs(self) -> bool:
+        """One ``syncfs`` of the filesystem holding the root; False where there is none."""
+        if _syncfs is None:
+            return False
+        fd = os.open(self.root, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), self.root)
+        finally:
+            os.close(fd)
+        return True
+
+    def fsync_file(self, path: str) -> str:
+        """fsync one object's file; return its directory."""
+        file = self.file(path)
+        try:
+            fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            raise ObjectNotFoundError(path) from None
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return os.path.dirname(file)
 
     def copy(self, source: str, destination: str, version: VersionInfo | None) -> VersionInfo:
         fd = _open_for_read(self.file(source), source)
@@ -373,7 +467,9 @@ class _Root:
             content_type, metadata = _read_attributes(fd)
         finally:
             os.close(fd)
-        return self.put(destination, data, "overwrite", content_type, metadata)
+        return self.put(
+            destination, data, "overwrite", content_type, metadata, durable=version is not None
+        )
 
     def _locked(self, path: str) -> _FileLock:
         name = hashlib.sha256(path.encode()).hexdigest()
@@ -435,13 +531,30 @@ class _FileLock:
         self.fd = -1
 
     def __enter__(self) -> None:
+        import fcntl  # POSIX only: checked when the storage is constructed
+
         os.makedirs(os.path.dirname(self.file), exist_ok=True)
         self.fd = os.open(self.file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc_info: object) -> None:
+        import fcntl
+
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def _check_file_locks() -> None:
+    """Refuse a platform without ``fcntl.flock``: conditional updates (every commit) would not
+    be safe across processes, so we do not pretend."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:
+        raise ConfigurationError(
+            f"local_filesystem_storage needs POSIX file locks (fcntl.flock) to make "
+            f"conditional writes safe across processes, and this platform ({sys.platform}) "
+            "has none. Use a POSIX system (Linux, macOS), or an object store."
+        ) from None
 
 
 class LocalFileSystemStorage(BaseStorage):
@@ -451,6 +564,7 @@ class LocalFileSystemStorage(BaseStorage):
     _read_batch_size: ClassVar[int] = 256
 
     def __init__(self, path: str | os.PathLike[str], *, settings: StorageSettings | None = None):
+        _check_file_locks()
         super().__init__(prefix=None, settings=settings)
         self._files = _Root(os.path.abspath(os.fspath(path)))
 
@@ -522,6 +636,20 @@ class LocalFileSystemStorage(BaseStorage):
         for path in paths:
             self._files.file(path)
         return await _run(self._files.delete, paths)
+
+    async def flush(self, keys: Iterable[str]) -> None:
+        """Make the objects at ``keys`` durable (they were written by plain ``put`` or
+        ``copy``, which do not fsync): one ``syncfs`` for many keys on Linux, else an fsync
+        of each file (concurrently: the filesystem's journal commits them together) and then
+        of their directories. ObjectNotFoundError if one is missing."""
+        paths = [self._path(key) for key in keys]
+        files = self._files
+        if not paths or (len(paths) > _SYNCFS_ABOVE and await _run(files.syncfs)):
+            return
+        directories = await asyncio.gather(*(_run(files.fsync_file, path) for path in paths))
+        await asyncio.gather(
+            *(_run(files._fsync_directory, d) for d in files._with_parents(directories))
+        )
 
 
 def local_filesystem_storage(path: str | os.PathLike[str]) -> LocalFileSystemStorage:

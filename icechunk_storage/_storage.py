@@ -306,6 +306,14 @@ class Storage(abc.ABC):
         Keys and prefixes are relative to the storage prefix.
         """
 
+    # --- durability ------------------------------------------------------------------------
+
+    async def flush(self, keys: Iterable[str]) -> None:
+        """Make the objects at ``keys`` durable. Object stores make every write durable before
+        answering it (this default does nothing); the local filesystem does not fsync plain
+        writes, and fsyncs them here."""
+        del keys  # nothing to do: durable on return
+
     # --- lifecycle -------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -134,6 +134,9 @@ class WrappedStorage(Storage, Generic[S]):
     async def list_dir(self, prefix: str = "") -> ListResult:
         return await self.inner.list_dir(prefix)
 
+    async def flush(self, keys: Iterable[str]) -> None:
+        await self.inner.flush(keys)
+
     async def aclose(self) -> None:
         await self.inner.aclose()
 

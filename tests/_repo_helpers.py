@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, Self
 
@@ -342,3 +343,54 @@ class LosingStorage(WrappedStorage[Storage]):
             await super().put(key, data, mode=mode, content_type=content_type, metadata=metadata)
         await script.meanwhile()
         raise script.error
+
+
+# --- crash (kill -9) ---------------------------------------------------------------------------
+
+
+class HangingStorage(WrappedStorage[Storage]):
+    """Stops the process for good when the info object is about to be written: by then the
+    commit's chunks, manifests and snapshot are written (and flushed)."""
+
+    def __init__(self, inner: Storage, ready: Any) -> None:
+        super().__init__(inner)
+        self.ready = ready
+
+    def _with_inner(self, inner: Storage) -> Self:
+        return type(self)(inner, self.ready)
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        if source == REPO:
+            self.ready.set()
+            await asyncio.sleep(3600)  # killed here
+        return await super().copy(source, destination, if_version=if_version)
+
+
+def crash_writer(root: str, where: str, ready: Any) -> None:
+    """Process target: commit ``committed/*`` (it lands), then write ``uncommitted/*`` in a
+    new session and wait to be killed, either before committing (``where="before-commit"``)
+    or inside the commit, just before the info object is written (``"in-commit"``)."""
+    from icechunk_storage import local_filesystem_storage
+
+    storage = local_filesystem_storage(root)
+    repo = Repository.open(storage)
+    session = repo.writable_session("main")
+    for i in range(20):
+        sync(session.storage.put(f"committed/c/{i}", crash_value("committed", i)))
+    session.commit("the last complete commit")
+    if where == "in-commit":
+        repo = Repository.open(HangingStorage(storage, ready))
+    session = repo.writable_session("main")
+    for i in range(20):
+        sync(session.storage.put(f"uncommitted/c/{i}", crash_value("uncommitted", i)))
+    if where == "before-commit":
+        ready.set()
+        while True:
+            time.sleep(1)  # killed here
+    session.commit("never lands")
+
+
+def crash_value(what: str, i: int) -> bytes:
+    return f"{what} {i};".encode() * 100  # above the inline limit: one chunk object each

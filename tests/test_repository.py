@@ -370,7 +370,7 @@ async def test_objects_on_storage_match_the_documented_format() -> None:
     repo = await Repository.create_async(storage)
     assert await keys_of(storage) == {"repo", f"snapshots/{INITIAL_SNAPSHOT_ID}"}
     header = bytes((await storage.get("repo")).data).split(b"\n", 1)[0]
-    assert header == b"icechunk_storage repo-info 1 zlib"
+    assert header == b"icechunk_storage repo-info 2 zlib"
     first = await commit_values(repo, {"small": b"s" * 512, "big": b"b" * 513})
     objects = await keys_of(storage)
     chunks = {key for key in objects if key.startswith("chunks/")}
@@ -378,7 +378,11 @@ async def test_objects_on_storage_match_the_documented_format() -> None:
     assert bytes((await storage.get(chunks.pop())).data) == b"b" * 513
     assert f"snapshots/{first}" in objects
     snapshot_header = bytes((await storage.get(f"snapshots/{first}")).data).split(b"\n", 1)[0]
-    assert snapshot_header == b"icechunk_storage snapshot 1 zlib"
+    assert snapshot_header == b"icechunk_storage snapshot 2 zlib"
+    (manifest,) = {key for key in objects if key.startswith("manifests/")}  # both keys: node ""
+    assert bytes((await storage.get(manifest)).data).split(b"\n", 1)[0] == (
+        b"icechunk_storage manifest 2 zlib"
+    )
     backups = {key for key in objects if key.startswith("overwritten/")}
     assert len(backups) == 1
     (backup,) = backups
@@ -395,7 +399,7 @@ async def test_uncompressed_metadata_is_plain_json() -> None:
         storage, RepositoryConfig(compression=CompressionConfig(algorithm="none"))
     )
     header, body = bytes((await storage.get("repo")).data).split(b"\n", 1)
-    assert header == b"icechunk_storage repo-info 1 none"
+    assert header == b"icechunk_storage repo-info 2 none"
     assert body.startswith(b'{"branches":{"main":"1CECHNKREP0F1RSTCMT0"}')
 
 
@@ -1272,7 +1276,9 @@ async def test_expire_then_collect_deletes_only_unreferenced_old_objects(
     await late.storage.put("written/after/the/cutoff", _big("L"))  # too new to delete
 
     dry = await repo.garbage_collect_async(cutoff, dry_run=True)
-    assert dry == GCSummary(chunks_deleted=2, snapshots_deleted=1, bytes_deleted=dry.bytes_deleted)
+    assert dry == GCSummary(  # snapshot two's manifest went with it: three rewrote it
+        chunks_deleted=2, manifests_deleted=1, snapshots_deleted=1, bytes_deleted=dry.bytes_deleted
+    )
     assert len(await _chunk_ids(repo)) == 6  # a dry run deletes nothing
     summary = await repo.garbage_collect_async(cutoff)
     assert summary == dry

@@ -5,9 +5,16 @@ The full description, for people, is ``docs/repository-format.md``; keep the two
 Keys under the storage prefix::
 
     repo                                  the info object: the only object ever overwritten
-    snapshots/<id>                        one snapshot: its info and its full manifest
+    snapshots/<id>                        one snapshot: its info and its manifest table
+    manifests/<id>                        the entries of one sorted key range of one node
     chunks/<id>                           the bytes of one value larger than the inline limit
     overwritten/repo.<14 digits>.<id>     earlier versions of ``repo``, newest first in a listing
+
+A snapshot does not hold its entries: it lists, per node (a Zarr array or group, see
+:func:`node_of`), the manifests holding that node's keys, each a sorted key range of at most
+``MAX_MANIFEST_ENTRIES`` keys. A commit rewrites only the manifests holding changed keys and
+refers to the others by id; format version 1 kept the whole manifest in the snapshot (still
+read, never written).
 
 Metadata objects are a one-line ASCII header then a JSON document, compressed or not::
 
@@ -19,6 +26,8 @@ Ids are 12 random bytes written as 20 characters of Crockford base32 (Icechunk's
 from __future__ import annotations
 
 import base64
+import bisect
+import itertools
 import json
 import secrets
 import threading
@@ -37,22 +46,30 @@ from ._errors import RepositoryFormatError
 __all__ = [
     "CHUNKS_PREFIX",
     "INITIAL_SNAPSHOT_ID",
+    "MANIFESTS_PREFIX",
+    "MAX_MANIFEST_ENTRIES",
     "OVERWRITTEN_PREFIX",
     "REPO_INFO_KEY",
     "SNAPSHOTS_PREFIX",
     "SPEC_VERSION",
+    "Manifest",
     "ManifestEntry",
+    "ManifestRef",
     "RepoInfo",
     "Snapshot",
     "SnapshotInfo",
     "backup_key",
     "chunk_key",
     "decode_info",
+    "decode_manifest",
     "decode_snapshot",
     "encode_info",
+    "encode_manifest",
     "encode_snapshot",
     "is_valid_id",
+    "manifest_key",
     "new_id",
+    "node_of",
     "now_ms",
     "snapshot_key",
 ]
@@ -60,13 +77,18 @@ __all__ = [
 REPO_INFO_KEY = "repo"
 SNAPSHOTS_PREFIX = "snapshots/"
 CHUNKS_PREFIX = "chunks/"
+MANIFESTS_PREFIX = "manifests/"
 OVERWRITTEN_PREFIX = "overwritten/"
-SPEC_VERSION = 1
+SPEC_VERSION = 2
+"""Written by this version. Version 1 (a snapshot holding its whole manifest) is still read."""
+MAX_MANIFEST_ENTRIES = 1000
+"""A manifest growing past this is split in two: a one-key commit in a repository of 10^6
+keys rewrites one manifest (~18 KB) and a snapshot listing ~10^3 manifests (~25 KB)."""
 MAGIC = "icechunk_storage"
 INITIAL_SNAPSHOT_ID = "1CECHNKREP0F1RSTCMT0"
 """Icechunk's id for the first snapshot of every repository."""
 
-FileType = Literal["repo-info", "snapshot"]
+FileType = Literal["repo-info", "snapshot", "manifest"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CROCKFORD_SET = frozenset(_CROCKFORD)
@@ -101,6 +123,34 @@ def snapshot_key(snapshot_id: str) -> str:
 
 def chunk_key(chunk_id: str) -> str:
     return CHUNKS_PREFIX + chunk_id
+
+
+def manifest_key(manifest_id: str) -> str:
+    return MANIFESTS_PREFIX + manifest_id
+
+
+_METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
+_COORDINATE = frozenset("0123456789.")
+
+
+def node_of(key: str) -> str:
+    """The node (Zarr array or group path, "" for the root) whose manifests hold ``key``.
+
+    ``a/b/zarr.json`` -> ``a/b``; chunk keys drop their trailing coordinates and a ``c``
+    before them (``a/b/c/0/1`` and ``a/b/0.1`` -> ``a/b``); any other key -> its directory.
+    Part of the format: it decides which manifests a reader looks in.
+    """
+    parts = key.split("/")
+    if parts[-1] in _METADATA_NAMES:
+        return "/".join(parts[:-1])
+    end = len(parts)
+    while end > 0 and parts[end - 1] and _COORDINATE.issuperset(parts[end - 1]):
+        end -= 1
+    if end == len(parts):
+        return "/".join(parts[:-1])
+    if end > 0 and parts[end - 1] == "c":
+        end -= 1
+    return "/".join(parts[:end])
 
 
 _backup_lock = threading.Lock()
@@ -159,11 +209,97 @@ class ManifestEntry:
 
 
 @attrs.frozen
+class ManifestRef:
+    """A snapshot's reference to one manifest: its id and the sorted key range it holds."""
+
+    id: str
+    first: str
+    last: str
+    count: int
+
+
+class Manifest:
+    """The entries of one sorted key range, kept as columns; entries are built on lookup.
+
+    ``id`` is None for a version-1 snapshot's whole manifest (stored inside the snapshot).
+    """
+
+    __slots__ = ("_chunks", "_index", "_inline", "_modified", "_sizes", "_versions", "id", "keys")
+
+    def __init__(
+        self,
+        manifest_id: str | None,
+        keys: list[str],
+        versions: list[str],
+        sizes: list[int],
+        modified_ms: list[int],
+        chunks: list[str | None],
+        inline: list[bytes | None],
+    ) -> None:
+        self.id = manifest_id
+        self.keys = keys  # sorted
+        self._versions, self._sizes, self._modified = versions, sizes, modified_ms
+        self._chunks, self._inline = chunks, inline
+        self._index: dict[str, int] | None = None
+
+    @classmethod
+    def from_entries(
+        cls, manifest_id: str | None, entries: list[tuple[str, ManifestEntry]]
+    ) -> Manifest:
+        """From (key, entry) pairs sorted by key."""
+        return cls(
+            manifest_id,
+            [key for key, _ in entries],
+            [entry.version for _, entry in entries],
+            [entry.size for _, entry in entries],
+            [int(entry.last_modified.timestamp() * 1000) for _, entry in entries],
+            [entry.chunk for _, entry in entries],
+            [entry.inline if entry.chunk is None else None for _, entry in entries],
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def _entry(self, index: int) -> ManifestEntry:
+        modified = datetime.fromtimestamp(self._modified[index] / 1000, UTC)
+        chunk = self._chunks[index]
+        if chunk is not None:
+            return ManifestEntry(self._versions[index], self._sizes[index], modified, chunk=chunk)
+        return ManifestEntry(
+            self._versions[index], self._sizes[index], modified, inline=self._inline[index]
+        )
+
+    def get(self, key: str) -> ManifestEntry | None:
+        index = self._index
+        if index is None:
+            index = self._index = {key: i for i, key in enumerate(self.keys)}
+        position = index.get(key)
+        return None if position is None else self._entry(position)
+
+    def items(self) -> list[tuple[str, ManifestEntry]]:
+        return [(key, self._entry(i)) for i, key in enumerate(self.keys)]
+
+    def items_under(self, prefix: str) -> list[tuple[str, ManifestEntry]]:
+        start = bisect.bisect_left(self.keys, prefix)
+        found: list[tuple[str, ManifestEntry]] = []
+        for i in range(start, len(self.keys)):
+            if not self.keys[i].startswith(prefix):
+                break
+            found.append((self.keys[i], self._entry(i)))
+        return found
+
+    def chunk_ids(self) -> set[str]:
+        return {chunk for chunk in self._chunks if chunk is not None}
+
+
+@attrs.frozen
 class Snapshot:
-    """An immutable snapshot: its info and the complete key -> value manifest."""
+    """An immutable snapshot: its info and, per node, the manifests holding its keys (sorted
+    by first key, disjoint). ``legacy`` is a version-1 snapshot's inline manifest."""
 
     info: SnapshotInfo
-    manifest: Mapping[str, ManifestEntry] = attrs.field(hash=False)
+    nodes: Mapping[str, tuple[ManifestRef, ...]] = attrs.field(hash=False)
+    legacy: Manifest | None = attrs.field(default=None, hash=False, eq=False)
 
 
 @attrs.frozen
@@ -222,7 +358,8 @@ def _encode(
     return header + payload
 
 
-def _decode(data: ReadData, file_type: FileType, what: str) -> dict[str, Any]:
+def _decode(data: ReadData, file_type: FileType, what: str) -> tuple[int, dict[str, Any]]:
+    """The format version and the JSON body of one metadata object."""
     if isinstance(data, memoryview):  # a read in parts: decode from bytes
         data = data.tobytes()
     newline = data.find(b"\n", 0, 200)
@@ -237,10 +374,10 @@ def _decode(data: ReadData, file_type: FileType, what: str) -> dict[str, Any]:
         raise RepositoryFormatError(
             f"{what} is not an icechunk_storage {file_type} object (header {magic} {found_type})."
         )
-    if spec_version > SPEC_VERSION:
+    if spec_version > SPEC_VERSION or spec_version < 1:
         raise RepositoryFormatError(
             f"{what} uses format version {spec_version}; this version of icechunk_storage reads "
-            f"up to {SPEC_VERSION}. Upgrade icechunk_storage."
+            f"versions 1 to {SPEC_VERSION}. Upgrade icechunk_storage."
         )
     payload = bytes(data[newline + 1 :])
     try:
@@ -253,7 +390,7 @@ def _decode(data: ReadData, file_type: FileType, what: str) -> dict[str, Any]:
         raise RepositoryFormatError(f"{what} is corrupt: {exc}") from exc
     if not isinstance(body, dict):
         raise RepositoryFormatError(f"{what} is corrupt: its body is not a JSON object.")
-    return body
+    return spec_version, body
 
 
 def _info_to_json(info: SnapshotInfo) -> dict[str, Any]:
@@ -287,7 +424,7 @@ def encode_info(info: RepoInfo, algorithm: CompressionAlgorithm, level: int) -> 
 
 
 def decode_info(data: ReadData) -> RepoInfo:
-    body = _decode(data, "repo-info", "The repository info object 'repo'")
+    _, body = _decode(data, "repo-info", "The repository info object 'repo'")
     try:
         return RepoInfo(
             branches=dict(body["branches"]),
@@ -302,20 +439,8 @@ def decode_info(data: ReadData) -> RepoInfo:
         ) from exc
 
 
-def _entry_to_json(entry: ManifestEntry) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "version": entry.version,
-        "size": entry.size,
-        "modified_ms": int(entry.last_modified.timestamp() * 1000),
-    }
-    if entry.chunk is not None:
-        result["chunk"] = entry.chunk
-    else:
-        result["inline"] = base64.b64encode(entry.inline or b"").decode("ascii")
-    return result
-
-
 def _entry_from_json(data: Mapping[str, Any]) -> ManifestEntry:
+    """A version-1 manifest entry."""
     modified = datetime.fromtimestamp(data["modified_ms"] / 1000, UTC)
     if "chunk" in data:
         return ManifestEntry(data["version"], data["size"], modified, chunk=data["chunk"])
@@ -325,23 +450,85 @@ def _entry_from_json(data: Mapping[str, Any]) -> ManifestEntry:
 
 
 def encode_snapshot(snapshot: Snapshot, algorithm: CompressionAlgorithm, level: int) -> bytes:
+    if snapshot.legacy is not None:
+        raise ValueError("version-1 snapshots are read, never written")
     body = {
         "id": snapshot.info.id,
         **_info_to_json(snapshot.info),
-        "manifest": {key: _entry_to_json(e) for key, e in snapshot.manifest.items()},
+        "nodes": {
+            node: {
+                "ids": [ref.id for ref in refs],
+                "first": [ref.first for ref in refs],
+                "last": [ref.last for ref in refs],
+                "count": [ref.count for ref in refs],
+            }
+            for node, refs in snapshot.nodes.items()
+        },
     }
     return _encode("snapshot", body, algorithm, level)
 
 
 def decode_snapshot(data: ReadData, snapshot_id: str) -> Snapshot:
     what = f"Snapshot {snapshot_key(snapshot_id)!r}"
-    body = _decode(data, "snapshot", what)
+    version, body = _decode(data, "snapshot", what)
     try:
         if body["id"] != snapshot_id:
             raise RepositoryFormatError(f"{what} holds snapshot {body['id']}.")
-        return Snapshot(
-            info=_info_from_json(snapshot_id, body),
-            manifest={key: _entry_from_json(e) for key, e in body["manifest"].items()},
-        )
+        info = _info_from_json(snapshot_id, body)
+        if version == 1:
+            entries = sorted((key, _entry_from_json(e)) for key, e in body["manifest"].items())
+            return Snapshot(info=info, nodes={}, legacy=Manifest.from_entries(None, entries))
+        nodes = {
+            node: tuple(
+                ManifestRef(i, f, la, c)
+                for i, f, la, c in zip(
+                    table["ids"], table["first"], table["last"], table["count"], strict=True
+                )
+            )
+            for node, table in body["nodes"].items()
+        }
+        return Snapshot(info=info, nodes=nodes)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RepositoryFormatError(f"{what} is corrupt: {exc!r}") from exc
+
+
+def encode_manifest(manifest: Manifest, algorithm: CompressionAlgorithm, level: int) -> bytes:
+    """Columns; a chunk id equal to the entry's version (what a put writes) is stored as "",
+    and modification times as differences from the previous key's (they compress)."""
+    modified = manifest._modified
+    body = {
+        "id": manifest.id,
+        "keys": manifest.keys,
+        "versions": manifest._versions,
+        "sizes": manifest._sizes,
+        "modified_ms": [b - a for a, b in zip([0, *modified], modified, strict=False)],
+        "chunks": [
+            None if chunk is None else ("" if chunk == version else chunk)
+            for chunk, version in zip(manifest._chunks, manifest._versions, strict=True)
+        ],
+        "inline": [
+            None if value is None else base64.b64encode(value).decode("ascii")
+            for value in manifest._inline
+        ],
+    }
+    return _encode("manifest", body, algorithm, level)
+
+
+def decode_manifest(data: ReadData, manifest_id: str) -> Manifest:
+    what = f"Manifest {manifest_key(manifest_id)!r}"
+    _, body = _decode(data, "manifest", what)
+    try:
+        if body["id"] != manifest_id:
+            raise RepositoryFormatError(f"{what} holds manifest {body['id']}.")
+        keys, versions = body["keys"], body["versions"]
+        modified = list(itertools.accumulate(body["modified_ms"]))
+        chunks = [
+            None if chunk is None else (version if chunk == "" else chunk)
+            for chunk, version in zip(body["chunks"], versions, strict=True)
+        ]
+        inline = [None if value is None else base64.b64decode(value) for value in body["inline"]]
+        if not len(keys) == len(versions) == len(body["sizes"]) == len(modified) == len(inline):
+            raise ValueError("columns of different lengths")
+        return Manifest(manifest_id, keys, versions, body["sizes"], modified, chunks, inline)
     except (KeyError, TypeError, ValueError) as exc:
         raise RepositoryFormatError(f"{what} is corrupt: {exc!r}") from exc

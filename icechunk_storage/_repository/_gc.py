@@ -3,8 +3,10 @@
 
 * ``expire_snapshots(older_than)`` rewrites the info object only: snapshots older than the
   cutoff drop out of every ref's history (re-parented past), and out of the index.
-* ``garbage_collect(delete_object_older_than)`` deletes ``chunks/`` and ``snapshots/`` objects
-  that no retained snapshot references and that are older than the cutoff. It first removes the
+* ``garbage_collect(delete_object_older_than)`` deletes ``chunks/``, ``manifests/`` and
+  ``snapshots/`` objects that no retained snapshot references (through its manifests) and
+  that are older than the cutoff. Each distinct manifest is read once, however many
+  snapshots share it. It first removes the
   snapshots it will delete from the index (a compare-and-swap, so no ref can start pointing at
   them), then deletes. The cutoff is the safety margin for writers: a session or fork that
   started before it may have written chunks no snapshot references yet.
@@ -24,10 +26,12 @@ from ._errors import RepositoryError
 from ._format import (
     CHUNKS_PREFIX,
     INITIAL_SNAPSHOT_ID,
+    MANIFESTS_PREFIX,
     SNAPSHOTS_PREFIX,
     RepoInfo,
     SnapshotInfo,
     chunk_key,
+    manifest_key,
     snapshot_key,
 )
 
@@ -47,6 +51,7 @@ class GCSummary:
     """What :meth:`Repository.garbage_collect` deleted (in a dry run: would delete)."""
 
     chunks_deleted: int = 0
+    manifests_deleted: int = 0
     snapshots_deleted: int = 0
     bytes_deleted: int = 0
 
@@ -154,34 +159,50 @@ async def _collect(repo: Repository, cutoff: datetime, *, dry_run: bool) -> GCSu
 
     # Listed before reading the manifests: anything written after this is not a candidate.
     cutoff -= DATE_GRANULARITY
-    old_snapshots = {
-        item.key[len(SNAPSHOTS_PREFIX) :]: item.size
-        async for item in storage.list(SNAPSHOTS_PREFIX)
-        if item.last_modified is not None and item.last_modified <= cutoff
-    }
-    old_chunks = {
-        item.key[len(CHUNKS_PREFIX) :]: item.size
-        async for item in storage.list(CHUNKS_PREFIX)
-        if item.last_modified is not None and item.last_modified <= cutoff
-    }
+
+    async def old_objects(prefix: str) -> dict[str, int]:
+        return {
+            item.key[len(prefix) :]: item.size
+            async for item in storage.list(prefix)
+            if item.last_modified is not None and item.last_modified <= cutoff
+        }
+
+    old_snapshots = await old_objects(SNAPSHOTS_PREFIX)
+    old_manifests = await old_objects(MANIFESTS_PREFIX)
+    old_chunks = await old_objects(CHUNKS_PREFIX)
     referenced: set[str] = set()
+    manifests: set[str] = set()
     limit = asyncio.Semaphore(32)
 
-    async def collect(snapshot_id: str) -> None:
+    async def collect_snapshot(snapshot_id: str) -> None:
         async with limit:
             snapshot = await repo._read_snapshot(snapshot_id)
-        referenced.update(e.chunk for e in snapshot.manifest.values() if e.chunk is not None)
+        if snapshot.legacy is not None:
+            referenced.update(snapshot.legacy.chunk_ids())
+        manifests.update(ref.id for refs in snapshot.nodes.values() for ref in refs)
+
+    async def collect_manifest(manifest_id: str) -> None:
+        async with limit:
+            manifest = await repo._read_manifest(manifest_id)
+        referenced.update(manifest.chunk_ids())
 
     async with asyncio.TaskGroup() as group:
         for snapshot_id in retained:
-            group.create_task(collect(snapshot_id))
+            group.create_task(collect_snapshot(snapshot_id))
+    async with asyncio.TaskGroup() as group:
+        for manifest_id in manifests:
+            group.create_task(collect_manifest(manifest_id))
 
     snapshots = {s: size for s, size in old_snapshots.items() if s not in retained}
+    unused_manifests = {m: size for m, size in old_manifests.items() if m not in manifests}
     chunks = {c: size for c, size in old_chunks.items() if c not in referenced}
     summary = GCSummary(
         chunks_deleted=len(chunks),
+        manifests_deleted=len(unused_manifests),
         snapshots_deleted=len(snapshots),
-        bytes_deleted=sum(chunks.values()) + sum(snapshots.values()),
+        bytes_deleted=sum(chunks.values())
+        + sum(unused_manifests.values())
+        + sum(snapshots.values()),
     )
     if dry_run:
         return summary
@@ -200,9 +221,10 @@ async def _collect(repo: Repository, cutoff: datetime, *, dry_run: bool) -> GCSu
         return attrs.evolve(current, snapshots=_without(current, doomed))
 
     await repo._update_info(forget)
-    chunk_result = await storage.delete_many([chunk_key(c) for c in chunks])
     snapshot_result = await storage.delete_many([snapshot_key(s) for s in snapshots])
-    for result in (chunk_result, snapshot_result):
+    manifest_result = await storage.delete_many([manifest_key(m) for m in unused_manifests])
+    chunk_result = await storage.delete_many([chunk_key(c) for c in chunks])
+    for result in (snapshot_result, manifest_result, chunk_result):
         if result.errors:
             key, why = next(iter(result.errors.items()))
             raise RepositoryError(

@@ -53,15 +53,19 @@ from ._format import (
     INITIAL_SNAPSHOT_ID,
     REPO_INFO_KEY,
     SPEC_VERSION,
+    Manifest,
     RepoInfo,
     Snapshot,
     SnapshotInfo,
     backup_key,
     decode_info,
+    decode_manifest,
     decode_snapshot,
     encode_info,
+    encode_manifest,
     encode_snapshot,
     is_valid_id,
+    manifest_key,
     snapshot_key,
 )
 from ._gc import GCSummary, expire_snapshots, garbage_collect
@@ -236,9 +240,10 @@ class Repository:
                 written_at=datetime.now(UTC),
                 message="Repository initialized",
             ),
-            manifest={},
+            nodes={},
         )
         await repo._write_snapshot(initial)
+        await repo._flush([snapshot_key(INITIAL_SNAPSHOT_ID)])
         info = RepoInfo.initial(initial.info, config)
         try:
             await storage.put(
@@ -247,6 +252,8 @@ class Repository:
                 mode="create",
                 metadata=_metadata("repo-info"),
             )
+            if not storage.settings.conditional_create:
+                await repo._flush([REPO_INFO_KEY])  # a plain overwrite is not fsynced
         except AlreadyExistsError as exc:
             raise RepositoryAlreadyExistsError(
                 f"A repository was created at {storage!r} by someone else while this one was "
@@ -696,6 +703,29 @@ class Repository:
             ) from None
         return decode_snapshot(got.data, snapshot_id)
 
+    async def _write_manifest(self, manifest: Manifest) -> None:
+        assert manifest.id is not None
+        data = encode_manifest(manifest, *self._config.effective_compression)
+        async with self._slot():
+            await self._storage.put(manifest_key(manifest.id), data, metadata=_metadata("manifest"))
+
+    async def _read_manifest(self, manifest_id: str) -> Manifest:
+        try:
+            async with self._slot():
+                got = await self._storage.get(manifest_key(manifest_id))
+        except ObjectNotFoundError:
+            raise RepositoryFormatError(
+                f"Manifest {manifest_key(manifest_id)!r} is missing: the repository is damaged "
+                "(or a session read a snapshot that garbage collection removed)."
+            ) from None
+        return decode_manifest(got.data, manifest_id)
+
+    async def _flush(self, keys: list[str]) -> None:
+        """Make objects written without a durability promise durable (the local filesystem
+        writes them without fsync); a no-op on object stores, where a write is durable."""
+        if keys:
+            await self._storage.flush(keys)
+
     async def _update_info(self, change: Callable[[RepoInfo], RepoInfo | None]) -> RepoInfo:
         """Read-modify-write of the info object; see the module docstring.
 
@@ -730,6 +760,8 @@ class Repository:
                 await storage.put(
                     REPO_INFO_KEY, data, mode=version, metadata=_metadata("repo-info")
                 )
+                if not storage.settings.conditional_update:
+                    await self._flush([REPO_INFO_KEY])  # a plain overwrite is not fsynced
             except (ConditionFailedError, ObjectNotFoundError):
                 attempted = new_info  # someone else wrote first, or ours landed before theirs
                 continue
@@ -753,7 +785,7 @@ def _metadata(file_type: str) -> Mapping[str, str]:
 ICECHUNK_MAGIC = "ICE🧊CHUNK".encode()
 """The first bytes of every Icechunk metadata file (its ``repo``, snapshots, manifests)."""
 
-_OUR_KEYS = ("snapshots/", "chunks/", "overwritten/")
+_OUR_KEYS = ("snapshots/", "manifests/", "chunks/", "overwritten/")
 
 
 async def _read_info(storage: Storage) -> tuple[RepoInfo, VersionInfo]:

@@ -10,8 +10,11 @@ so anything that works over a Storage (the Zarr adapter included) works over a s
 * every value has a version (a fresh id per write), so ``put(mode="create")``,
   ``put(mode=version)``, ``copy(if_version=...)`` and ``get_if_changed`` work within the
   session; content type and user metadata are not kept;
-* ``commit`` writes one snapshot object (the full manifest) and then moves the branch by a
-  compare-and-swap of the info object (``Repository._update_info``).
+* the snapshot's manifests are loaded lazily, only those holding keys the session touches
+  (``_manifests.ManifestReader``);
+* ``commit`` writes the manifests holding changed keys and a snapshot referring to them and
+  to the unchanged ones, makes all that (and the session's chunks) durable, then moves the
+  branch by a compare-and-swap of the info object (``Repository._update_info``).
 
 Pickling: a read-only session pickles (by its snapshot id). A writable session refuses to
 be pickled, and so do its storage and a ZarrStore over it: a copy written in another process
@@ -71,9 +74,12 @@ from ._format import (
     Snapshot,
     SnapshotInfo,
     chunk_key,
+    manifest_key,
     new_id,
     now_ms,
+    snapshot_key,
 )
+from ._manifests import ManifestReader, write_tree
 
 if TYPE_CHECKING:
     from ..zarr import ZarrStore
@@ -111,7 +117,7 @@ class Session:
         self._changes: dict[str, ManifestEntry | None] = {}  # None: deleted
         self._lock = threading.Lock()
         self._committing = False
-        self._manifest: Mapping[str, ManifestEntry] | None = None
+        self._reader: ManifestReader | None = None
         # Forks only: the snapshot of the session forked (merge checks it), and the version
         # each changed key had in the fork's base (None: absent), for the merge rule.
         self._fork_of = fork_of
@@ -235,7 +241,10 @@ class Session:
                 message=f"fork of a session on {self._snapshot_id}",
                 metadata={"icechunk_storage_fork": True},
             )
-            await self._repo._write_snapshot(Snapshot(info=info, manifest=await self._view()))
+            with self._lock:
+                pending = dict(self._changes)
+            nodes, _ = await write_tree(await self._base(), pending)
+            await self._repo._write_snapshot(Snapshot(info=info, nodes=nodes))
             base = info.id
         return Session(
             self._repo,
@@ -293,15 +302,15 @@ class Session:
                 f"{fork!r} was not forked from this session (or this session was committed "
                 "since): merge forks into the session they were forked from."
             )
-        theirs_base = await fork._base_manifest()
-        base = await self._base_manifest()
         with fork._lock:
             incoming = dict(fork._changes)
             replaced = dict(fork._replaced)
-        for key in incoming:
-            if key not in replaced:
-                entry = theirs_base.get(key)
+        unknown = [key for key in incoming if key not in replaced]
+        if unknown:
+            theirs = await (await fork._base()).entries(unknown)
+            for key, entry in theirs.items():
                 replaced[key] = None if entry is None else entry.version
+        base = await (await self._base()).entries(incoming)
         with self._lock:
             self._check_writable()
             conflicts: list[str] = []
@@ -318,7 +327,7 @@ class Session:
                 raise MergeConflictError(sorted(conflicts))
             for key in apply:
                 entry = incoming[key]
-                if entry is None and key not in base:
+                if entry is None and base.get(key) is None:
                     self._changes.pop(key, None)
                 else:
                     self._changes[key] = entry
@@ -396,12 +405,8 @@ class Session:
     ) -> str:
         repo, branch, parent = self._repo, self._branch, self._snapshot_id
         assert branch is not None
-        manifest = dict(await self._base_manifest())
-        for key, entry in changes.items():
-            if entry is None:
-                manifest.pop(key, None)
-            else:
-                manifest[key] = entry
+        reader = await self._base()
+        nodes, written = await write_tree(reader, changes)
         info = SnapshotInfo(
             id=new_id(),
             parent_id=parent,
@@ -409,7 +414,17 @@ class Session:
             message=message,
             metadata=metadata,
         )
-        await repo._write_snapshot(Snapshot(info=info, manifest=manifest))
+        await repo._write_snapshot(Snapshot(info=info, nodes=nodes))
+        # Everything the new snapshot refers to that may not be durable yet (the local
+        # filesystem writes chunks and manifests without fsync) is made durable before the
+        # compare-and-swap makes it visible.
+        await repo._flush(
+            [
+                *{chunk_key(e.chunk) for e in changes.values() if e is not None and e.chunk},
+                *(manifest_key(m.id) for m in written if m.id is not None),
+                snapshot_key(info.id),
+            ]
+        )
 
         def move_branch(repo_info: RepoInfo) -> RepoInfo | None:
             if info.id in repo_info.snapshots:
@@ -425,10 +440,13 @@ class Session:
             return repo_info.with_snapshot(info).with_branch(branch, info.id)
 
         await repo._update_info(move_branch)
+        committed = ManifestReader(repo, Snapshot(info=info, nodes=nodes))
+        committed.keep(reader.kept())
+        committed.keep(written)
         with self._lock:
             self._committed = True
             self._snapshot_id = info.id
-            self._manifest = manifest
+            self._reader = committed
             self._changes.clear()
         return info.id
 
@@ -451,30 +469,44 @@ class Session:
                 "This session is being committed; writes are refused until the commit ends."
             )
 
-    async def _base_manifest(self) -> Mapping[str, ManifestEntry]:
-        manifest = self._manifest
-        if manifest is None:
+    async def _base(self) -> ManifestReader:
+        """The session's snapshot, its manifests loaded on demand."""
+        reader = self._reader
+        if reader is None:
             snapshot = await self._repo._read_snapshot(self._snapshot_id)
-            manifest = self._manifest = snapshot.manifest
-        return manifest
+            reader = self._reader = ManifestReader(self._repo, snapshot)
+        return reader
 
     async def _entry(self, key: str) -> ManifestEntry | None:
-        manifest = await self._base_manifest()
+        reader = await self._base()
         with self._lock:
             if key in self._changes:
                 return self._changes[key]
-        return manifest.get(key)
+        return await reader.entry(key)
 
-    async def _view(self) -> dict[str, ManifestEntry]:
-        view = dict(await self._base_manifest())
+    async def _entries(self, keys: Iterable[str]) -> dict[str, ManifestEntry | None]:
+        reader = await self._base()
+        keys = list(keys)
         with self._lock:
-            changes = dict(self._changes)
-        for key, entry in changes.items():
+            local = {key: self._changes[key] for key in keys if key in self._changes}
+        found = await reader.entries(key for key in keys if key not in local)
+        found.update(local)
+        return found
+
+    def _changes_under(self, prefix: str) -> dict[str, ManifestEntry | None]:
+        with self._lock:
+            return {k: v for k, v in self._changes.items() if k.startswith(prefix)}
+
+    async def _items_under(self, prefix: str) -> list[tuple[str, ManifestEntry]]:
+        """The view's (key, entry) pairs under ``prefix``, sorted."""
+        reader = await self._base()
+        items = dict(await reader.items_under(prefix))
+        for key, entry in self._changes_under(prefix).items():
             if entry is None:
-                view.pop(key, None)
+                items.pop(key, None)
             else:
-                view[key] = entry
-        return view
+                items[key] = entry
+        return sorted(items.items(), key=lambda item: item[0])
 
 
 def _version(entry: ManifestEntry) -> VersionInfo:
@@ -592,11 +624,11 @@ class SessionStorage(Storage):
     ) -> list[ReadData | None]:
         listed = list(requests)
         check_requests(listed)
-        view = await self._session._view()
+        view = await self._session._entries(key for key, _ in listed)
         results: list[ReadData | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)
         for index, (key, byte_range) in enumerate(listed):
-            entry = view.get(key)
+            entry = view[key]
             if entry is None:
                 if not missing_ok:
                     raise ObjectNotFoundError(key)
@@ -637,18 +669,22 @@ class SessionStorage(Storage):
         key: str,
         entry: ManifestEntry | None,
         mode: PutMode,
-        base: Mapping[str, ManifestEntry],
+        original: ManifestEntry | None,
     ) -> None:
-        """Apply one change atomically, re-checking the write mode against the current value."""
+        """Apply one change atomically, re-checking the write mode against the current value.
+
+        ``original`` is the key's entry in the session's snapshot; a plain overwrite outside
+        a fork does not need it (None is passed without looking it up).
+        """
         session = self._session
         with session._lock:
             session._check_writable()
-            current = session._changes[key] if key in session._changes else base.get(key)
+            current = session._changes.get(key, original)
             self._check_mode(key, mode, current)
             if session._fork_of is not None and key not in session._replaced:
-                original = base.get(key)  # what the fork started from
+                # what the fork started from
                 session._replaced[key] = None if original is None else original.version
-            if entry is None and key not in base:
+            if entry is None and original is None:
                 session._changes.pop(key, None)
             else:
                 session._changes[key] = entry
@@ -667,8 +703,12 @@ class SessionStorage(Storage):
         session = self._session
         with session._lock:
             session._check_writable()
-        base = await session._base_manifest()
-        self._check_mode(key, mode, await session._entry(key))  # fail before uploading
+        # A plain overwrite (what Zarr writes) needs nothing from the snapshot: no manifest
+        # is read. Other modes, and forks (the merge rule), need the current entry.
+        original = None
+        if mode != "overwrite" or session._fork_of is not None:
+            original = await (await session._base()).entry(key)
+            self._check_mode(key, mode, await session._entry(key))  # fail before uploading
         value = bytes(data)
         version = new_id()
         threshold = session.repository.config.effective_inline_chunk_threshold_bytes
@@ -678,7 +718,7 @@ class SessionStorage(Storage):
             entry = ManifestEntry(version, len(value), now_ms(), chunk=version)
         else:
             entry = ManifestEntry(version, len(value), now_ms(), inline=value)
-        self._set(key, entry, mode, base)
+        self._set(key, entry, mode, original)
         return _version(entry)
 
     async def copy(
@@ -691,14 +731,15 @@ class SessionStorage(Storage):
         if if_version is not None and _version(entry) != if_version:
             raise PreconditionFailedError(source, if_version)
         copied = attrs.evolve(entry, version=new_id(), last_modified=now_ms())
-        self._set(destination, copied, "overwrite", await self._session._base_manifest())
+        original = await (await self._session._base()).entry(destination)
+        self._set(destination, copied, "overwrite", original)
         return _version(copied)
 
     async def delete(self, key: str) -> None:
         validate_key(key)
         with self._session._lock:
             self._session._check_writable()
-        self._set(key, None, "overwrite", await self._session._base_manifest())
+        self._set(key, None, "overwrite", await (await self._session._base()).entry(key))
 
     async def delete_many(
         self, items: Iterable[str | ObjectInfo] | AsyncIterable[str | ObjectInfo]
@@ -712,13 +753,13 @@ class SessionStorage(Storage):
             keys = [i.key if isinstance(i, ObjectInfo) else i for i in items]
         for key in keys:
             validate_key(key)
-        view = await self._session._view()
-        base = await self._session._base_manifest()
+        view = await self._session._entries(keys)
+        base = await (await self._session._base()).entries(keys)
         deleted = deleted_bytes = 0
         for key in dict.fromkeys(keys):
-            entry = view.get(key)
+            entry = view[key]
             if entry is not None:
-                self._set(key, None, "overwrite", base)
+                self._set(key, None, "overwrite", base[key])
                 deleted += 1
                 deleted_bytes += entry.size
         return DeleteResult(deleted_objects=deleted, deleted_bytes=deleted_bytes)
@@ -727,25 +768,31 @@ class SessionStorage(Storage):
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         start = normalize_list_prefix(prefix)
-        view = await self._session._view()
-        for key in sorted(view):
-            if key.startswith(start):
-                yield _info(key, view[key])
+        for key, entry in await self._session._items_under(start):
+            yield _info(key, entry)
 
     async def list_dir(self, prefix: str = "") -> ListResult:
         start = normalize_list_prefix(prefix)
-        view = await self._session._view()
-        objects: list[ObjectInfo] = []
-        prefixes: set[str] = set()
-        for key in sorted(view):
-            if not key.startswith(start):
-                continue
+        session = self._session
+        objects, prefixes = await (await session._base()).list_dir(start)
+        found = dict(objects)
+        changes = session._changes_under(start)
+        for key, entry in changes.items():
             head, sep, _ = key[len(start) :].partition("/")
             if sep:
-                prefixes.add(start + head + "/")
+                if entry is not None:
+                    prefixes.add(start + head + "/")
+            elif entry is None:
+                found.pop(key, None)
             else:
-                objects.append(_info(key, view[key]))
-        return ListResult(objects=objects, prefixes=sorted(prefixes))
+                found[key] = entry
+        if any(entry is None for entry in changes.values()):
+            # a deleted key may have been a directory's last: look at those directories again
+            for directory in [p for p in prefixes if any(k.startswith(p) for k in changes)]:
+                if not await session._items_under(directory):
+                    prefixes.discard(directory)
+        listed = [_info(key, found[key]) for key in sorted(found)]
+        return ListResult(objects=listed, prefixes=sorted(prefixes))
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -1,0 +1,236 @@
+"""``python -m benchmarks.repo_scale``: the repository at scale on the local filesystem (#18).
+
+For each size in ``--keys`` (default 10,000 and 100,000; add 1,000,000 for the target), a
+repository holding that many 1 KiB chunks in one array is built in bulk, then measured through
+the public API:
+
+* a commit changing one key (new session, one ``put``, ``commit``): time, and bytes written
+  (chunk, manifests, snapshot, info object and its backup copy);
+* opening the repository, a read-only session on ``main`` and reading one key: time, and the
+  memory it allocated (tracemalloc peak), which depends on what the session touched;
+* snapshot and manifest object sizes.
+
+Then small writes: ``put`` of ``--put-count`` 1 KiB objects, ``--concurrency`` in flight,
+through ``local_filesystem_storage``, obstore's ``LocalStore`` (if installed) and a
+repository session, interleaved over ``--rounds`` rounds (median rates).
+
+The bulk build writes the chunk files directly (no fsync) and hands the session its manifest
+entries, then commits through ``Session.commit`` (which writes the manifests and flushes):
+the repository's own write path, without a million ``put`` calls. Medians of ``--repeats``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Self
+
+from icechunk_storage import Repository, Storage, WrappedStorage, local_filesystem_storage
+from icechunk_storage._repository._format import ManifestEntry, new_id, now_ms
+from icechunk_storage._storage import Data, PutMode, VersionInfo
+
+CHUNK = 1024
+ARRAY = "data"
+
+
+def _key(i: int) -> str:
+    return f"{ARRAY}/c/{i // 1000}/{i % 1000}"
+
+
+class _Counting(WrappedStorage[Storage]):
+    """Counts bytes written (puts, and copies at the source's size)."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        self.written = 0
+        self.objects: dict[str, int] = {}
+
+    def _with_inner(self, inner: Storage) -> Self:
+        return type(self)(inner)
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        mode: PutMode = "overwrite",
+        content_type: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> VersionInfo:
+        self.written += len(data)
+        self.objects[key] = len(data)
+        return await super().put(key, data, mode=mode, content_type=content_type, metadata=metadata)
+
+    async def copy(
+        self, source: str, destination: str, *, if_version: VersionInfo | None = None
+    ) -> VersionInfo:
+        size = (await self.inner.head(source)).size
+        self.written += size
+        self.objects[destination] = size
+        return await super().copy(source, destination, if_version=if_version)
+
+
+def _write_files(root: str, names: list[str], data: bytes) -> None:
+    directory = os.path.join(root, "chunks")
+    for name in names:
+        fd = os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+
+
+async def build(root: str, keys: int) -> float:
+    """A repository at ``root`` with ``keys`` 1 KiB chunks and the array's zarr.json."""
+    started = time.perf_counter()
+    repo = await Repository.create_async(local_filesystem_storage(root))
+    session = await repo.writable_session_async("main")
+    await session.storage.put(f"{ARRAY}/zarr.json", b'{"zarr_format":3,"node_type":"array"}')
+    os.makedirs(os.path.join(root, "chunks"), exist_ok=True)
+    ids = [new_id() for _ in range(keys)]
+    data = os.urandom(CHUNK)
+    with ThreadPoolExecutor(2) as pool:
+        step = 10_000
+        list(pool.map(lambda s: _write_files(root, ids[s : s + step], data), range(0, keys, step)))
+    stamp = now_ms()
+    with session._lock:
+        for i, chunk in enumerate(ids):
+            session._changes[_key(i)] = ManifestEntry(chunk, CHUNK, stamp, chunk=chunk)
+    await session.commit_async(f"{keys} chunks")
+    return time.perf_counter() - started
+
+
+async def _timed(step: Callable[[], Awaitable[Any]], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        await step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+async def measure(root: str, keys: int, repeats: int) -> dict[str, float]:
+    rng = random.Random(keys)
+    storage = local_filesystem_storage(root)
+    value = os.urandom(CHUNK)
+
+    async def one_key_commit(target: Storage = storage) -> None:
+        repo = await Repository.open_async(target)
+        session = await repo.writable_session_async("main")
+        await session.storage.put(_key(rng.randrange(keys)), value)
+        await session.commit_async("one key")
+
+    async def open_and_read() -> None:
+        repo = await Repository.open_async(storage)
+        session = await repo.readonly_session_async("main")
+        got = await session.storage.get(_key(rng.randrange(keys)))
+        assert len(got.data) == CHUNK
+
+    commit = await _timed(one_key_commit, repeats)
+    counting = _Counting(storage)
+    await one_key_commit(counting)
+    read = await _timed(open_and_read, repeats)
+    tracemalloc.start()
+    await open_and_read()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    snapshot = next(size for key, size in counting.objects.items() if key.startswith("snap"))
+    manifest = next(size for key, size in counting.objects.items() if key.startswith("mani"))
+    return {
+        "commit_ms": commit * 1000,
+        "commit_kib": counting.written / 1024,
+        "read_ms": read * 1000,
+        "read_peak_kib": peak / 1024,
+        "snapshot_kib": snapshot / 1024,
+        "manifest_kib": manifest / 1024,
+    }
+
+
+async def _put_rate(put: Callable[[str, bytes], Awaitable[Any]], count: int, flight: int) -> float:
+    data = os.urandom(CHUNK)
+    limit = asyncio.Semaphore(flight)
+
+    async def one(i: int) -> None:
+        async with limit:
+            await put(f"k/{i}", data)
+
+    await put("k/warm", data)
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return count / (time.perf_counter() - started)
+
+
+async def puts(base: str, count: int, flight: int, rounds: int) -> dict[str, float]:
+    try:
+        import obstore
+        from obstore.store import LocalStore
+    except ImportError:
+        obstore = None  # type: ignore[assignment]
+
+    rates: dict[str, list[float]] = {"storage.put": [], "session put": [], "obstore put": []}
+    for round_ in range(rounds):
+        directory = tempfile.mkdtemp(dir=base, prefix=f"puts{round_}-")
+        try:
+            storage = local_filesystem_storage(os.path.join(directory, "plain"))
+            rates["storage.put"].append(await _put_rate(storage.put, count, flight))
+            repo = await Repository.create_async(
+                local_filesystem_storage(os.path.join(directory, "repo"))
+            )
+            session = await repo.writable_session_async("main")
+            rates["session put"].append(await _put_rate(session.storage.put, count, flight))
+            if obstore is not None:
+                store = LocalStore(os.path.join(directory, "obstore"), mkdir=True)
+
+                async def put(key: str, data: bytes, store: Any = store) -> Any:
+                    return await obstore.put_async(store, key, data)
+
+                rates["obstore put"].append(await _put_rate(put, count, flight))
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in rates.items() if values}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.repo_scale", description=__doc__)
+    parser.add_argument("--keys", default="10000,100000", help="sizes, comma-separated")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per figure")
+    parser.add_argument("--put-count", type=int, default=2000, help="objects per put run")
+    parser.add_argument("--concurrency", type=int, default=32, help="puts in flight")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved put rounds")
+    parser.add_argument("--path", default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    base = tempfile.mkdtemp(prefix="repo-scale-", dir=args.path)
+    try:
+        print("| keys | build (s) | one-key commit (ms) | written (KiB) | open + read one key"
+              " (ms) | its peak memory (KiB) | snapshot (KiB) | a manifest (KiB) |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|")
+        for keys in (int(k) for k in args.keys.split(",")):
+            root = os.path.join(base, f"repo{keys}")
+            built = asyncio.run(build(root, keys))
+            m = asyncio.run(measure(root, keys, args.repeats))
+            print(
+                f"| {keys:,} | {built:.1f} | {m['commit_ms']:.1f} | {m['commit_kib']:.1f} | "
+                f"{m['read_ms']:.1f} | {m['read_peak_kib']:.0f} | {m['snapshot_kib']:.1f} | "
+                f"{m['manifest_kib']:.1f} |",
+                flush=True,
+            )
+            shutil.rmtree(root, ignore_errors=True)
+        rates = asyncio.run(puts(base, args.put_count, args.concurrency, args.rounds))
+        print()
+        print(f"| 1 KiB puts, {args.concurrency} in flight (median of {args.rounds}) | per s |")
+        print("|---|---|")
+        for name, rate in rates.items():
+            print(f"| {name} | {rate:,.0f} |")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
