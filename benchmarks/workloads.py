@@ -984,6 +984,11 @@ class NetDaskZarr(_OnSnailmail):
         chunk = o.net_chunk_mib * MIB // 8
         count = max(1, o.net_zarr_mib * MIB // 8 // chunk)
         nbytes = count * chunk * 8
+        # untimed: the workers import the store's library and build their clients
+        warm = slot.client.zarr_store(prefix + "-warm")
+        await asyncio.to_thread(_dask_write, self.dask, warm, 2, 1024)
+        warm = slot.client.zarr_store(prefix + "-warm", read_only=True)
+        await asyncio.to_thread(_dask_read, self.dask, warm, 2 * 1024)
         before = await self.server_requests()
         write_s = await asyncio.to_thread(_dask_write, self.dask, writer, count, chunk)
         middle = await self.server_requests()
