@@ -966,7 +966,7 @@ class NetDaskZarr(_OnSnailmail):
 
     async def setup(self) -> Target:
         target = await super().setup()
-        self.dask = await asyncio.to_thread(_start_cluster)
+        self.dask: tuple[Any, Any] | None = await asyncio.to_thread(_start_cluster)
         return target
 
     async def teardown(self) -> None:
@@ -977,6 +977,8 @@ class NetDaskZarr(_OnSnailmail):
 
     async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
         assert slot.client is not None
+        dask = self.dask
+        assert dask is not None
         o = self.options
         prefix = f"zarr/{slot.cls.id}-{round_index}-{uuid.uuid4().hex[:8]}"
         writer = slot.client.zarr_store(prefix)
@@ -986,13 +988,13 @@ class NetDaskZarr(_OnSnailmail):
         nbytes = count * chunk * 8
         # untimed: the workers import the store's library and build their clients
         warm = slot.client.zarr_store(prefix + "-warm")
-        await asyncio.to_thread(_dask_write, self.dask, warm, 2, 1024)
+        await asyncio.to_thread(_dask_write, dask, warm, 2, 1024)
         warm = slot.client.zarr_store(prefix + "-warm", read_only=True)
-        await asyncio.to_thread(_dask_read, self.dask, warm, 2 * 1024)
+        await asyncio.to_thread(_dask_read, dask, warm, 2 * 1024)
         before = await self.server_requests()
-        write_s = await asyncio.to_thread(_dask_write, self.dask, writer, count, chunk)
+        write_s = await asyncio.to_thread(_dask_write, dask, writer, count, chunk)
         middle = await self.server_requests()
-        read_s = await asyncio.to_thread(_dask_read, self.dask, reader, count * chunk)
+        read_s = await asyncio.to_thread(_dask_read, dask, reader, count * chunk)
         after = await self.server_requests()
         return {
             "write_s": write_s,
@@ -1008,7 +1010,7 @@ def _start_cluster() -> tuple[Any, Any]:
     from distributed import Client as DaskClient
     from distributed import LocalCluster
 
-    cluster = LocalCluster(
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=2,
         threads_per_worker=2,
         processes=True,
@@ -1016,7 +1018,7 @@ def _start_cluster() -> tuple[Any, Any]:
         dashboard_address=None,
     )
     try:
-        return cluster, DaskClient(cluster, set_as_default=False)
+        return cluster, DaskClient(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
     except BaseException:
         cluster.close()
         raise
