@@ -44,6 +44,11 @@ VERSIONED = (
     "aiohttp",
     "aiofiles",
     "moto",
+    "snailmail",
+    "zarr",
+    "xarray",
+    "dask",
+    "distributed",
     "matplotlib",
     "psutil",
 )
@@ -69,6 +74,14 @@ _HELP = {
     "create_count": "conditional create: number of PUTs (moto)",
     "list_count": "listing: number of keys (moto)",
     "list_repeats": "listing: listings per timed run",
+    "net_rtt_ms": "net-*: snailmail's fixed delay per request, ms",
+    "net_mbs": "net-*: snailmail's shared pipe, MB/s (0: unlimited)",
+    "net_rounds": "net-*: rounds",
+    "net_count": "net-get-many: number of objects",
+    "net_size_kib": "net-get-many: object size in KiB",
+    "net_zarr_mib": "net-dask-zarr: dataset size in MiB (uncompressed float64)",
+    "net_chunk_mib": "net-dask-zarr: chunk size in MiB",
+    "net_repo_chunks": "net-repo: 64 KiB chunks written before the commit",
 }
 
 

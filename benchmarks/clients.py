@@ -127,6 +127,7 @@ class Client:
         parts: int = 0,
         large_size: int = 0,
         credentials: CredentialSource | None = None,
+        defaults: bool = False,
     ) -> None:
         if target.kind not in self.labels:
             raise Unsupported(f"{self.id} has no {target.kind} adapter")
@@ -135,6 +136,7 @@ class Client:
         self.parts = parts
         self.large_size = large_size
         self.credentials = credentials
+        self.defaults = defaults  # keep the library's own request limits (net-* workloads)
 
     @property
     def label(self) -> str:
@@ -192,6 +194,10 @@ class Client:
         """List every key under ``prefix/`` (recursively); return how many."""
         raise Unsupported("list")
 
+    def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
+        """A picklable zarr v3 Store rooted at ``prefix`` in the target (for dask)."""
+        raise Unsupported("zarr store")
+
 
 # --- our library ----------------------------------------------------------------------------
 
@@ -228,21 +234,29 @@ class Ours(Client):
         return None
 
     def _limit(self) -> None:
-        if ours("get_max_concurrent_requests")() != self.concurrency:
-            ours("set_max_concurrent_requests")(self.concurrency)
+        limit = self.concurrency
+        if self.defaults:  # the library's default, whatever an earlier workload set
+            limits = importlib.import_module("icechunk_storage._limits")
+            limit = int(limits.DEFAULT_MAX_CONCURRENT_REQUESTS)
+        if ours("get_max_concurrent_requests")() != limit:
+            ours("set_max_concurrent_requests")(limit)
+
+    def _s3_kwargs(self) -> dict[str, Any]:
+        target = self.target
+        return {
+            "bucket": target.bucket,
+            "prefix": None,
+            "region": target.region,
+            "endpoint_url": target.endpoint,
+            "allow_http": True,
+            "force_path_style": True,
+        }
 
     async def open(self) -> None:
         self._limit()
         target = self.target
         if target.kind == "s3":
-            kwargs: dict[str, Any] = {
-                "bucket": target.bucket,
-                "prefix": None,
-                "region": target.region,
-                "endpoint_url": target.endpoint,
-                "allow_http": True,
-                "force_path_style": True,
-            }
+            kwargs = self._s3_kwargs()
             if self.credentials is not None:
                 kwargs["get_credentials"] = OursCallback(self.credentials)
             else:
@@ -305,6 +319,19 @@ class Ours(Client):
         async for _ in self.storage.list(prefix):
             count += 1
         return count
+
+    def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
+        from icechunk_storage.zarr import ZarrStore
+
+        if self.target.kind != "s3":
+            raise Unsupported("zarr store on " + self.target.kind)
+        kwargs = self._s3_kwargs()
+        kwargs.update(
+            prefix=prefix,
+            access_key_id=self.target.access_key_id,
+            secret_access_key=self.target.secret_access_key,
+        )
+        return ZarrStore(ours("s3_storage")(**kwargs), read_only=read_only)
 
 
 class OursGet(Ours):
@@ -395,6 +422,25 @@ class Obstore(Client):
         async for batch in obstore.list(self.store, prefix=prefix):
             count += len(batch)
         return count
+
+    def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
+        from obstore.store import S3Store
+        from zarr.storage import ObjectStore
+
+        target = self.target
+        if target.kind != "s3":
+            raise Unsupported("zarr store on " + target.kind)
+        store = S3Store(
+            target.bucket,
+            prefix=prefix,
+            endpoint=target.endpoint,
+            region=target.region,
+            virtual_hosted_style_request=False,
+            client_options={"allow_http": True},
+            access_key_id=target.access_key_id,
+            secret_access_key=target.secret_access_key,
+        )
+        return ObjectStore(store, read_only=read_only)
 
 
 class ObstoreRange(Obstore):
@@ -551,6 +597,22 @@ class S3fs(Client):
     async def list_keys(self, prefix: str) -> int:
         self.fs.invalidate_cache()
         return len(await self.fs._find(self._path(prefix)))
+
+    def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
+        from zarr.storage import FsspecStore
+
+        target = self.target
+        return FsspecStore.from_url(
+            f"s3://{target.bucket}/{prefix}",
+            storage_options={
+                "key": target.access_key_id,
+                "secret": target.secret_access_key,
+                "endpoint_url": target.endpoint,
+                "client_kwargs": {"region_name": target.region},
+                "config_kwargs": {"s3": {"addressing_style": "path"}},
+            },
+            read_only=read_only,
+        )
 
 
 class Gcsfs(Client):

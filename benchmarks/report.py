@@ -151,6 +151,33 @@ def check_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
             ok = ours_cpu <= 0.5 * peer_cpu
             detail = f"CPU/GET {ours_cpu:.0f} vs {peer_cpu:.0f} µs ({ours_cpu / peer_cpu:.2f}x)"
         targets.append(_target("P1 Azure: CPU/GET ≤ 0.5 x obstore AzureStore", ok, detail))
+    targets.extend(_net_targets(workloads))
+    return targets
+
+
+def _net_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's realistic-network targets (snailmail)."""
+    targets: list[dict[str, Any]] = []
+    if "net-get-many" in workloads:
+        pipe = _median(workloads, "net-get-many", "ours", "pipe_pct")
+        ok = None if pipe is None else pipe >= 90
+        detail = "ours did not run" if pipe is None else f"{pipe:.1f}% of the pipe"
+        targets.append(_target("net-get-many: get_many at defaults ≥ 90% of the pipe", ok, detail))
+    if "net-dask-zarr" in workloads:
+        found = {
+            (client, metric): _median(workloads, "net-dask-zarr", client, metric)
+            for client in ("ours", "obstore")
+            for metric in ("write_s", "read_s")
+        }
+        ok, detail = None, "ours or obstore did not run"
+        if None not in found.values():
+            values = {key: float(value or 0) for key, value in found.items()}
+            ok = all(values["ours", m] <= values["obstore", m] for m in ("write_s", "read_s"))
+            detail = ", ".join(
+                f"{m[:-2]} {values['ours', m]:.2f} vs {values['obstore', m]:.2f} s"
+                for m in ("write_s", "read_s")
+            )
+        targets.append(_target("net-dask-zarr: write and read s ≤ obstore", ok, detail))
     return targets
 
 

@@ -8,6 +8,9 @@
 * **moto** (``benchmarks._moto_server``: moto's own WSGI app and request handler, as
   ``moto_server`` runs them, plus a credential-expiry check and a seeding endpoint) where
   conditional writes, listing or credentials matter.
+* **snailmail** (``benchmarks._snail_server``: moto behind snailmail's latency and bandwidth
+  middleware, in its own process) for the ``net-*`` workloads: a fixed delay per request and
+  one shared pipe, started per (delay, bandwidth) pair.
 * **Azurite 3.35.0** (Node, from npm; the last release for Node 20) for the Azure rows, with
   the flags of the Azure tests (``--skipApiVersionCheck --inMemoryPersistence --loose
   --disableTelemetry``). The tests' copy under ``.cache/azurite`` is used if it is there.
@@ -47,6 +50,7 @@ __all__ = [
     "start_azurite",
     "start_moto",
     "start_s3rver",
+    "start_snailmail",
 ]
 
 S3RVER_VERSION = "3.7.1"
@@ -281,6 +285,37 @@ def start_moto(work_dir: Path) -> Server:
     return server
 
 
+def start_snailmail(work_dir: Path, rtt_ms: float, bandwidth_mbs: float) -> Server:
+    """moto behind snailmail (``benchmarks._snail_server``): ``rtt_ms`` per request, one
+    shared pipe of ``bandwidth_mbs`` MB/s (0: unlimited), in its own Python process."""
+    import snailmail
+
+    port = free_port()
+    log_path = work_dir / f"snailmail-{port}.log"
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    command = [sys.executable, "-m", "benchmarks._snail_server", str(port)]
+    command += [str(rtt_ms), str(bandwidth_mbs)]
+    process = _spawn(command, log_path, env)
+    server = Server(
+        name="snailmail",
+        version=f"{snailmail.__version__} ({rtt_ms:g} ms, {bandwidth_mbs:g} MB/s)",
+        endpoint=f"http://127.0.0.1:{port}",
+        process=process,
+        access_key_id=MOTO_KEY,
+        secret_access_key=MOTO_KEY,
+        anonymous_reads=False,
+        log_path=log_path,
+    )
+    try:
+        _wait_ready(server.endpoint + "/_bench/stats", process, 60, "snailmail")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def ensure_azurite(cache_dir: Path) -> Path:
     """``azurite-blob``: the Azure tests' copy if present, else npm-installed into
     ``cache_dir`` on first use."""
@@ -377,14 +412,19 @@ class ServerPool:
         }
         atexit.register(self.close)
 
-    def get(self, name: str) -> Server:
-        """The running server ``name``; raises ServerUnavailableError (remembered)."""
+    def get(self, name: str, starter: Callable[[], Server] | None = None) -> Server:
+        """The running server ``name``; raises ServerUnavailableError (remembered).
+
+        ``starter`` starts a server the pool has no starter for (one with parameters, such
+        as a snailmail delay and bandwidth, named after them)."""
         if name in self._servers:
             return self._servers[name]
         if name in self._failures:
             raise ServerUnavailableError(self._failures[name])
         try:
-            server = self._starters[name]()
+            if starter is None:
+                starter = self._starters[name]
+            server = starter()
         except ServerUnavailableError as exc:
             self._failures[name] = str(exc)
             raise

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmarks.clients import Client, Target, Unsupported
+from benchmarks.clients import Client, Ours, Target, Unsupported, ours
 from benchmarks.credentials import CredentialSource
 from benchmarks.measure import Meter
 from benchmarks.servers import Server, ServerPool, moto_control
@@ -62,6 +62,14 @@ class Options:
     create_count: int = 200
     list_count: int = 2000
     list_repeats: int = 3
+    net_rtt_ms: float = 20.0
+    net_mbs: float = 50.0
+    net_rounds: int = 1
+    net_count: int = 64
+    net_size_kib: int = 1024
+    net_zarr_mib: int = 64
+    net_chunk_mib: int = 2
+    net_repo_chunks: int = 8
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -825,6 +833,340 @@ class Listing(Workload):
         }
 
 
+# --- a realistic network: snailmail ---------------------------------------------------------------
+
+
+class _OnSnailmail(Workload):
+    """A workload against moto behind snailmail's fixed delay per request and shared pipe
+    (``benchmarks._snail_server``); one server per (delay, bandwidth), for every net-*."""
+
+    server = "snailmail"
+
+    @property
+    def rounds(self) -> int:
+        return self.options.net_rounds
+
+    def _net(self) -> dict[str, Any]:
+        return {"rtt_ms": self.options.net_rtt_ms, "bandwidth_mbs": self.options.net_mbs}
+
+    async def setup(self) -> Target:
+        from benchmarks.servers import start_snailmail
+
+        o, pool = self.options, self.env.servers
+        name = f"snailmail-{o.net_rtt_ms:g}ms-{o.net_mbs:g}MBs"
+        server = pool.get(name, lambda: start_snailmail(pool.work_dir, o.net_rtt_ms, o.net_mbs))
+        self.server_info = server
+        self.target = Target(
+            kind=self.kind,
+            endpoint=server.endpoint,
+            bucket=BUCKET,
+            access_key_id=server.access_key_id,
+            secret_access_key=server.secret_access_key,
+        )
+        await asyncio.to_thread(self._control, "/_bench/seed", _SEED_NOTHING)
+        return self.target
+
+    def _control(self, path: str, payload: dict[str, Any] | None = None) -> Any:
+        assert self.server_info is not None
+        return moto_control(self.server_info, path, payload)
+
+    async def server_requests(self) -> int:
+        stats = await asyncio.to_thread(self._control, "/_bench/stats")
+        return int(stats["n_requests"])
+
+    def pipe_fraction(self, nbytes: int, seconds: float) -> float:
+        """Share of the pipe used: bytes moved over what the pipe moves in ``seconds``."""
+        return nbytes / seconds / (self.options.net_mbs * 1e6) if self.options.net_mbs else 0.0
+
+
+_SEED_NOTHING = {"bucket": BUCKET, "prefix": "", "count": 0, "size": 0}
+
+
+class NetGetMany(_OnSnailmail):
+    """``get_many`` of N chunks at library defaults (ours: no limit set; peers: every read
+    started at once, as ``asyncio.gather`` would), against the pipe's capacity."""
+
+    id = "net-get-many"
+    title = "Net: N GETs of S KiB at default settings, fixed delay per request, shared pipe"
+    metrics = (
+        Metric("pipe_pct", "% of the pipe", "%", "higher", fmt="{:.1f}", chart=True),
+        Metric("wall_s", "wall s", "s", "lower", fmt="{:.3f}"),
+        Metric("mb_per_s", "MB/s", "MB/s", "higher", fmt="{:.1f}"),
+        Metric("cpu_ms", "client CPU ms", "ms", "lower", fmt="{:,.0f}"),
+        Metric("server_requests", "requests (server)", "", fmt="{:.0f}"),
+    )
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "s3fs")
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {**self._net(), "count": o.net_count, "size_kib": o.net_size_kib}
+
+    def make_client(self, cls: type[Client], target: Target) -> Client:
+        return cls(target, concurrency=self.options.net_count, defaults=True)
+
+    def label(self, cls: type[Client]) -> str:
+        return cls.labels[self.kind]
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        o = self.options
+        seed = {"bucket": BUCKET, "prefix": "net/", "count": o.net_count}
+        await asyncio.to_thread(
+            self._control, "/_bench/seed", {**seed, "size": o.net_size_kib * KIB}
+        )
+        self.keys = [f"net/{index:05d}" for index in range(o.net_count)]
+        return target
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, size = slot.client, self.options.net_size_kib * KIB
+        await client.get_small(self.keys[:2], size)  # warm the server and the client
+        before = await self.server_requests()
+        with Meter(None) as meter:
+            total = await client.get_small(self.keys, size)
+        requests = await self.server_requests() - before
+        if total != len(self.keys) * size:
+            raise ValueError(f"read {total} bytes, expected {len(self.keys) * size}")
+        return {
+            "pipe_pct": 100 * self.pipe_fraction(total, meter.wall_s),
+            "wall_s": meter.wall_s,
+            "mb_per_s": total / meter.wall_s / 1e6,
+            "cpu_ms": meter.cpu_s * 1e3,
+            "server_requests": float(requests),
+        }
+
+
+class NetDaskZarr(_OnSnailmail):
+    """xarray ``to_zarr``, then ``open_zarr`` and a mean, on a dask ``LocalCluster`` of two
+    worker processes; each client is the zarr Store the workers get (pickled)."""
+
+    id = "net-dask-zarr"
+    title = "Net: dask to_zarr, then open_zarr + mean, LocalCluster(2 worker processes)"
+    persistent_clients = True
+    metrics = (
+        Metric("write_s", "write s", "s", "lower", fmt="{:.2f}", chart=True),
+        Metric("read_s", "read s", "s", "lower", fmt="{:.2f}", chart=True),
+        Metric("write_pipe_pct", "write % of pipe", "%", "higher", fmt="{:.0f}"),
+        Metric("read_pipe_pct", "read % of pipe", "%", "higher", fmt="{:.0f}"),
+        Metric("write_requests", "write requests (server)", "", fmt="{:.0f}"),
+        Metric("read_requests", "read requests (server)", "", fmt="{:.0f}"),
+    )
+    default_clients: ClassVar[tuple[str, ...]] = ("ours", "obstore", "s3fs")
+
+    def params(self) -> dict[str, Any]:
+        o = self.options
+        return {**self._net(), "size_mib": o.net_zarr_mib, "chunk_mib": o.net_chunk_mib}
+
+    def label(self, cls: type[Client]) -> str:
+        return {
+            "ours": "ZarrStore(s3_storage)",
+            "obstore": "zarr ObjectStore(obstore S3Store)",
+            "s3fs": "zarr FsspecStore(s3fs)",
+        }.get(cls.id, cls.name)
+
+    async def setup(self) -> Target:
+        target = await super().setup()
+        self.dask: tuple[Any, Any] | None = await asyncio.to_thread(_start_cluster)
+        return target
+
+    async def teardown(self) -> None:
+        dask = getattr(self, "dask", None)
+        if dask is not None:
+            self.dask = None
+            await asyncio.to_thread(_stop_cluster, dask)
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        dask = self.dask
+        assert dask is not None
+        o = self.options
+        prefix = f"zarr/{slot.cls.id}-{round_index}-{uuid.uuid4().hex[:8]}"
+        writer = slot.client.zarr_store(prefix)
+        reader = slot.client.zarr_store(prefix, read_only=True)
+        chunk = o.net_chunk_mib * MIB // 8
+        count = max(1, o.net_zarr_mib * MIB // 8 // chunk)
+        nbytes = count * chunk * 8
+        # untimed: the workers import the store's library and build their clients
+        warm = slot.client.zarr_store(prefix + "-warm")
+        await asyncio.to_thread(_dask_write, dask, warm, 2, 1024)
+        warm = slot.client.zarr_store(prefix + "-warm", read_only=True)
+        await asyncio.to_thread(_dask_read, dask, warm, 2 * 1024)
+        before = await self.server_requests()
+        write_s = await asyncio.to_thread(_dask_write, dask, writer, count, chunk)
+        middle = await self.server_requests()
+        read_s = await asyncio.to_thread(_dask_read, dask, reader, count * chunk)
+        after = await self.server_requests()
+        return {
+            "write_s": write_s,
+            "read_s": read_s,
+            "write_pipe_pct": 100 * self.pipe_fraction(nbytes, write_s),
+            "read_pipe_pct": 100 * self.pipe_fraction(nbytes, read_s),
+            "write_requests": float(middle - before),
+            "read_requests": float(after - middle),
+        }
+
+
+def _start_cluster() -> tuple[Any, Any]:
+    from distributed import Client as DaskClient
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    try:
+        return cluster, DaskClient(cluster, set_as_default=False)  # type: ignore[no-untyped-call]
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _stop_cluster(dask: tuple[Any, Any]) -> None:
+    cluster, client = dask
+    try:
+        client.close()
+    finally:
+        cluster.close()
+
+
+def _dask_write(dask: tuple[Any, Any], store: Any, count: int, chunk: int) -> float:
+    """``to_zarr`` of ``count`` uncompressed chunks of ``chunk`` float64 (values 0, 1, ...,
+    so the mean is known); the wall time of the whole call (metadata and chunks)."""
+    import dask.array as da
+    import xarray as xr
+
+    client = dask[1]
+    data = da.arange(count * chunk, dtype="float64", chunks=chunk).reshape(count, chunk)
+    dataset = xr.Dataset({"v": (("t", "x"), data.rechunk((1, chunk)))})
+    encoding = {"v": {"chunks": (1, chunk), "compressors": None}}
+    started = time.perf_counter()
+    delayed = dataset.to_zarr(store, mode="w", consolidated=False, encoding=encoding, compute=False)
+    client.compute(delayed).result()
+    return time.perf_counter() - started
+
+
+def _dask_read(dask: tuple[Any, Any], store: Any, elements: int) -> float:
+    """``open_zarr`` and the mean of every value, computed on the workers; checked."""
+    import xarray as xr
+
+    client = dask[1]
+    started = time.perf_counter()
+    dataset = xr.open_zarr(store, consolidated=False)
+    mean = float(client.compute(dataset["v"].data.mean()).result())
+    elapsed = time.perf_counter() - started
+    if abs(mean - (elements - 1) / 2) > 1e-6 * elements:
+        raise ValueError(f"mean {mean} read back, expected {(elements - 1) / 2}")
+    return elapsed
+
+
+class NetRepository(_OnSnailmail):
+    """Our ``Repository``: create, open, a writable session, K chunks written through zarr,
+    commit; round trips per operation counted by ``InstrumentedStorage`` (and, to check it,
+    by the server)."""
+
+    id = "net-repo"
+    title = "Net: Repository create, open, session, write K chunks, commit: round trips"
+    persistent_clients = False
+    metrics = (
+        Metric("open_ms", "open ms", "ms", "lower", fmt="{:.0f}", chart=True),
+        Metric("open_requests", "open requests", "", "lower", fmt="{:.0f}"),
+        Metric("session_ms", "writable_session ms", "ms", "lower", fmt="{:.0f}"),
+        Metric("session_requests", "writable_session requests", "", "lower", fmt="{:.0f}"),
+        Metric("commit_ms", "commit ms", "ms", "lower", fmt="{:.0f}", chart=True),
+        Metric("commit_requests", "commit requests", "", "lower", fmt="{:.0f}"),
+        Metric("create_ms", "create ms", "ms", "lower", fmt="{:.0f}"),
+        Metric("create_requests", "create requests", "", "lower", fmt="{:.0f}"),
+        Metric("write_requests", "write requests", "", fmt="{:.0f}"),
+        Metric("server_minus_client", "server - client requests", "", fmt="{:.0f}"),
+    )
+    default_clients: ClassVar[tuple[str, ...]] = ("ours",)
+
+    def params(self) -> dict[str, Any]:
+        return {**self._net(), "chunks": self.options.net_repo_chunks}
+
+    def label(self, cls: type[Client]) -> str:
+        return "icechunk_storage Repository" if cls.id == "ours" else cls.name
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        from icechunk_storage.zarr import ZarrStore
+
+        if slot.cls.id != "ours":
+            raise Unsupported("only our Repository")
+        assert self.target is not None
+        client = Ours(self.target, concurrency=1, defaults=True)
+        client._limit()
+        kwargs = client._s3_kwargs()
+        kwargs.update(
+            prefix=f"repo/{round_index}-{uuid.uuid4().hex[:8]}",
+            access_key_id=self.target.access_key_id,
+            secret_access_key=self.target.secret_access_key,
+        )
+        warm = {**kwargs, "prefix": kwargs["prefix"] + "-warm"}
+        repository = ours("Repository")
+        storage = ours("InstrumentedStorage")(ours("s3_storage")(**kwargs))
+        result: dict[str, float] = {}
+        client_total = 0
+
+        async def step(name: str, operation: Any) -> Any:
+            nonlocal client_total
+            storage.reset()
+            started = time.perf_counter()
+            value = await operation
+            result[f"{name}_ms"] = (time.perf_counter() - started) * 1e3
+            requests = storage.totals().requests
+            result[f"{name}_requests"] = float(requests)
+            client_total += requests
+            return value
+
+        try:
+            await _repository_cycle(ours("s3_storage")(**warm), self.options)  # untimed
+            server_total = await self.server_requests()
+            await step("create", repository.create_async(storage))
+            repo = await step("open", repository.open_async(storage))
+            session = await step("session", repo.writable_session_async("main"))
+            await step("write", _write_array(ZarrStore(session.storage), self.options))
+            await step("commit", session.commit_async("net-repo"))
+        finally:
+            await storage.aclose()
+        server = await self.server_requests() - server_total
+        result["server_minus_client"] = float(server - client_total)
+        return result
+
+
+async def _repository_cycle(storage: Any, options: Options) -> None:
+    """create, open, session, write, commit: warms what a repository uses (the lean
+    transport, and aiobotocore for the commit's copy)."""
+    from icechunk_storage.zarr import ZarrStore
+
+    repo = await ours("Repository").create_async(storage)
+    session = await repo.writable_session_async("main")
+    await _write_array(ZarrStore(session.storage), options)
+    await session.commit_async("warm")
+    await storage.aclose()
+
+
+async def _write_array(store: Any, options: Options) -> None:
+    """A float64 array of ``net_repo_chunks`` uncompressed 64 KiB chunks, through zarr."""
+    import numpy as np
+    import zarr.api.asynchronous as zarr_async
+
+    count, chunk = options.net_repo_chunks, 8 * KIB
+    array = await zarr_async.create_array(
+        store,
+        name="v",
+        shape=(count, chunk),
+        chunks=(1, chunk),
+        dtype="float64",
+        compressors=None,
+    )
+    await array.setitem(
+        slice(None), np.arange(count * chunk, dtype="float64").reshape(count, chunk)
+    )
+
+
 WORKLOADS: tuple[type[Workload], ...] = (
     SmallGets,
     LargeRanges,
@@ -838,6 +1180,9 @@ WORKLOADS: tuple[type[Workload], ...] = (
     Listing,
     SmallGetsAzure,
     LargeRangesAzure,
+    NetGetMany,
+    NetDaskZarr,
+    NetRepository,
 )
 
 
