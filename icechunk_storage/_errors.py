@@ -11,7 +11,8 @@ The tree, and who has to act on each::
     ├── RangeNotSatisfiableError        also ValueError: the byte range starts past the end
     ├── InvalidKeyError                 also ValueError: absolute, "..", control characters
     ├── ConfigurationError              also ValueError: bad settings or constructor arguments
-    │   └── MissingDependencyError      also ImportError: a provider's extra is not installed
+    │   ├── MissingDependencyError      also ImportError: a provider's extra is not installed
+    │   └── UsageError                  (the command) a bad command line: exit status 2
     ├── ReadOnlyStorageError            a write on storage that cannot write
     │   └── ReadOnlySessionError        (repository) a write on a read-only session
     ├── PermissionDeniedError           also PermissionError: the credentials lack a right
