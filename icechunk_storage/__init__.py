@@ -107,6 +107,7 @@ from ._settings import (
 )
 from ._storage import (
     Capabilities,
+    Data,
     DeleteResult,
     GetResult,
     ListResult,
@@ -142,6 +143,7 @@ __all__ = [
     "BranchNotFoundError",
     "ByteRequest",
     "Capabilities",
+    "Data",
     "ChecksumAlgorithm",
     "CompressionConfig",
     "ConditionFailedError",

@@ -51,7 +51,7 @@ import copy
 import functools
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import attrs
 
@@ -92,17 +92,15 @@ from ._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
-    ReadData,
     Storage,
     VersionInfo,
 )
 from ._transport import describe_range
 
-__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "ListPage", "WriteMode"]
+__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "ListPage"]
 
 T = TypeVar("T")
 
-WriteMode = Literal["overwrite", "create"] | VersionInfo
 
 WRITE_ID_METADATA_KEY = "icechunk_write_id"
 """User metadata stamped on every conditional write, to recognise our own write after a lost
@@ -129,7 +127,7 @@ def check_put_data(data: object) -> None:
 
 def effective_write_mode(
     mode: PutMode, settings: StorageSettings, native: Capabilities, owner: object
-) -> WriteMode:
+) -> PutMode:
     """The write mode a put really uses: a VersionInfo for creation means "create"; with the
     unsafe flags a condition is dropped (overwrite); a condition the backend cannot honour
     is refused with the flag that would drop it. Shared by every Storage that takes modes."""
@@ -401,7 +399,7 @@ class BaseStorage(Storage):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         _, ideal = self.settings.effective_concurrency
         return await fetch_many(
             requests,
@@ -422,7 +420,7 @@ class BaseStorage(Storage):
 
     # --- writes ----------------------------------------------------------------------------
 
-    def _effective_mode(self, mode: PutMode) -> WriteMode:
+    def _effective_mode(self, mode: PutMode) -> PutMode:
         return effective_write_mode(mode, self.settings, self.native_capabilities, self)
 
     async def put(
@@ -475,7 +473,7 @@ class BaseStorage(Storage):
         key: str,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
@@ -712,7 +710,7 @@ class BaseStorage(Storage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo: ...
@@ -767,7 +765,7 @@ class BaseStorage(Storage):
         return split_for_multipart(size, ideal, max_parts)
 
     async def _multipart_start(
-        self, path: str, mode: WriteMode, content_type: str | None, metadata: Mapping[str, str]
+        self, path: str, mode: PutMode, content_type: str | None, metadata: Mapping[str, str]
     ) -> str:
         """Begin an upload in parts; return its handle."""
         raise NotImplementedError
@@ -783,7 +781,7 @@ class BaseStorage(Storage):
         path: str,
         upload: str,
         parts: builtins.list[object],
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

@@ -26,7 +26,7 @@ from ._limits import get_max_concurrent_requests
 from ._ranges import ByteRequest, RangeByteRequest, SuffixByteRequest, check_byte_request
 
 if TYPE_CHECKING:
-    from ._storage import GetResult, ReadData
+    from ._storage import Data, GetResult
 
 __all__ = ["check_requests", "fetch_many", "first_error", "run_bounded"]
 
@@ -93,7 +93,7 @@ async def fetch_many(
     split_above: int,
     missing_ok: bool = False,
     max_concurrency: int | None = None,
-) -> list[ReadData | None]:
+) -> list[Data | None]:
     """See ``Storage.get_many``. ``get`` is ``Storage.get`` (edge rules, range splitting);
     ``get_batch`` reads up to ``batch_size`` small ranges (no larger than ``split_above``)
     in one backend request, with an error per item."""
@@ -106,7 +106,7 @@ async def fetch_many(
     listed: Sequence[tuple[str, ByteRequest | None]] = (
         requests if isinstance(requests, Sequence) else list(requests)
     )
-    results: list[ReadData | None] = [None] * len(listed)
+    results: list[Data | None] = [None] * len(listed)
     if not listed:
         return results
     check_requests(listed)

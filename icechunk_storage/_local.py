@@ -53,7 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import ClassVar, TypeVar
 
-from ._backend import WRITE_ID_METADATA_KEY, BaseStorage, ListPage, WriteMode
+from ._backend import WRITE_ID_METADATA_KEY, BaseStorage, ListPage
 from ._errors import (
     AlreadyExistsError,
     ConfigurationError,
@@ -67,7 +67,7 @@ from ._forks import forget_after_fork
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
-from ._storage import Data, GetResult, ObjectInfo, VersionInfo
+from ._storage import Data, GetResult, ObjectInfo, PutMode, VersionInfo
 
 __all__ = ["LocalFileSystemStorage", "local_filesystem_storage"]
 
@@ -393,7 +393,7 @@ class _Root:
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None = None,
         metadata: Mapping[str, str] | None = None,
         *,
@@ -605,7 +605,7 @@ class LocalFileSystemStorage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

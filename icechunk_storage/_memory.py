@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import attrs
 
-from ._backend import BaseStorage, ListPage, WriteMode
+from ._backend import BaseStorage, ListPage
 from ._errors import (
     AlreadyExistsError,
     ObjectNotFoundError,
@@ -28,7 +28,7 @@ from ._settings import (
     StorageRetriesSettings,
     StorageSettings,
 )
-from ._storage import Capabilities, Data, GetResult, ObjectInfo, VersionInfo
+from ._storage import Capabilities, Data, GetResult, ObjectInfo, PutMode, VersionInfo
 
 __all__ = ["MemoryStorage", "in_memory_storage"]
 
@@ -136,7 +136,7 @@ class MemoryStorage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

@@ -54,7 +54,7 @@ from ._settings import StorageSettings
 
 __all__ = [
     "Capabilities",
-    "ReadData",
+    "Data",
     "DeleteResult",
     "GetResult",
     "ListResult",
@@ -99,17 +99,11 @@ class ObjectInfo:
     metadata: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
 
 
-ReadData = bytes | bytearray | memoryview
-"""What reads return: bytes-like, never copied just to change its type. Small reads are
-``bytes``; large ones are a ``bytearray`` or, for reads in parts, a ``memoryview`` of one buffer
-the parts were read into. ``bytes(data)`` when you need ``bytes``."""
-
-
 @attrs.frozen
 class GetResult:
-    """Bytes read (see ``ReadData``) and the version they were read at."""
+    """Bytes read (see ``Data``) and the version they were read at."""
 
-    data: ReadData
+    data: Data
     version: VersionInfo
 
 
@@ -160,6 +154,10 @@ PutMode = Literal["overwrite", "create"] | VersionInfo
 """``"overwrite"``, ``"create"`` (only if absent), or a VersionInfo (only if still at it)."""
 
 Data = bytes | bytearray | memoryview
+"""Bytes-like data: what ``put`` takes and what reads return. Reads never copy just to change
+the type: small reads are ``bytes``; large ones a ``bytearray`` or, for reads in parts, a
+``memoryview`` of the one buffer the parts were read into. ``bytes(data)`` when you need
+``bytes``."""
 
 
 class Storage(abc.ABC):
@@ -238,7 +236,7 @@ class Storage(abc.ABC):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         """The chunk fetch path: read many ``(key, byte range)`` pairs, results in request order.
 
         Requests run concurrently under the process-wide request limit, and at most

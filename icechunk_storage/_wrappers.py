@@ -28,7 +28,6 @@ from ._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
-    ReadData,
     Storage,
     VersionInfo,
 )
@@ -96,7 +95,7 @@ class WrappedStorage(Storage, Generic[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         return await self.inner.get_many(
             requests, missing_ok=missing_ok, max_concurrency=max_concurrency
         )
@@ -191,7 +190,7 @@ class LatencyStorage(WrappedStorage[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         await asyncio.sleep(self.latency)
         return await super().get_many(
             requests, missing_ok=missing_ok, max_concurrency=max_concurrency
@@ -341,7 +340,7 @@ class InstrumentedStorage(WrappedStorage[S]):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         with self._measure("get_many") as stats:
             results = await super().get_many(
                 requests, missing_ok=missing_ok, max_concurrency=max_concurrency

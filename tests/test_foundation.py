@@ -38,12 +38,11 @@ from icechunk_storage import (
     in_memory_storage,
     set_max_concurrent_requests,
 )
-from icechunk_storage._backend import WriteMode
 from icechunk_storage._keys import normalize_list_prefix, normalize_prefix, validate_key
 from icechunk_storage._limits import DEFAULT_MAX_CONCURRENT_REQUESTS
 from icechunk_storage._ranges import ByteRequest
 from icechunk_storage._retry import RetryPolicy, call_with_retries
-from icechunk_storage._storage import Data, GetResult
+from icechunk_storage._storage import Data, GetResult, PutMode
 
 # --- settings ------------------------------------------------------------------------------
 
@@ -213,7 +212,7 @@ class _FlakyMemory(MemoryStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from .._backend import BaseStorage, ListPage, WriteMode
+from .._backend import BaseStorage, ListPage
 from .._credentials import AnyAzureCredential, AzureCredentials
 from .._errors import (
     AuthenticationError,
@@ -59,7 +59,7 @@ from .._ranges import (
     split_for_multipart,
 )
 from .._settings import StorageSettings
-from .._storage import Data, GetResult, ObjectInfo, VersionInfo
+from .._storage import Data, GetResult, ObjectInfo, PutMode, VersionInfo
 from .._transport import (
     DEFAULT_STREAM_TIMEOUT,
     Request,
@@ -231,7 +231,7 @@ class AzureStorage(BaseStorage):
         path: str,
         auth: Auth = None,
         *,
-        mode: WriteMode | None = None,
+        mode: PutMode | None = None,
         expected: VersionInfo | None = None,
     ) -> AzureErrorContext:
         return AzureErrorContext(
@@ -387,7 +387,7 @@ class AzureStorage(BaseStorage):
     # --- writes --------------------------------------------------------------------------
 
     @staticmethod
-    def _condition(path: str, mode: WriteMode | None) -> dict[str, str]:
+    def _condition(path: str, mode: PutMode | None) -> dict[str, str]:
         if mode == "create":
             return {"if-none-match": "*"}
         if isinstance(mode, VersionInfo):
@@ -402,7 +402,7 @@ class AzureStorage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
@@ -492,7 +492,7 @@ class AzureStorage(BaseStorage):
     async def _multipart_start(
         self,
         path: str,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> str:
@@ -524,7 +524,7 @@ class AzureStorage(BaseStorage):
         path: str,
         upload: str,
         parts: list[object],
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

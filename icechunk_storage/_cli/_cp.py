@@ -28,7 +28,7 @@ from .._errors import AlreadyExistsError, ObjectNotFoundError, StorageError
 from .._fetch import run_bounded
 from .._local import RESERVED
 from .._ranges import ByteRequest
-from .._storage import ObjectInfo, ReadData
+from .._storage import Data, ObjectInfo
 from ._common import Context, emit_json, human_size
 from ._progress import Progress
 from ._urls import Location, Scope, UsageError
@@ -118,11 +118,11 @@ class _Copier:
         self.totals = _Totals()
         self.progress: Progress | None = None
 
-    async def read(self, batch: list[_Item]) -> list[ReadData | None]:
+    async def read(self, batch: list[_Item]) -> list[Data | None]:
         requests: list[tuple[str, ByteRequest | None]] = [(item.source, None) for item in batch]
         return await self.source.storage.get_many(requests, max_concurrency=self.concurrency)
 
-    async def write(self, batch: list[_Item], data: list[ReadData | None]) -> None:
+    async def write(self, batch: list[_Item], data: list[Data | None]) -> None:
         async def one(index: int) -> None:
             item, payload = batch[index], data[index]
             assert payload is not None  # get_many raises for a missing key
@@ -131,7 +131,7 @@ class _Copier:
 
         await run_bounded(range(len(batch)), one, self.concurrency)
 
-    async def put(self, item: _Item, payload: ReadData) -> None:
+    async def put(self, item: _Item, payload: Data) -> None:
         if len(payload) != item.info.size:
             raise VerificationError(
                 f"{item.label}: read {len(payload)} bytes, but it was listed with "
@@ -179,7 +179,7 @@ class _Copier:
 
     async def run(self, items: list[_Item], batch_bytes: int) -> None:
         batches = list(_batches(items, batch_bytes))
-        pending: asyncio.Task[list[ReadData | None]] | None = None
+        pending: asyncio.Task[list[Data | None]] | None = None
         try:
             pending = asyncio.ensure_future(self.read(batches[0]))
             for index, batch in enumerate(batches):

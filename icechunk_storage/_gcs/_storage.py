@@ -38,7 +38,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
-from .._backend import BaseStorage, ListPage, WriteMode
+from .._backend import BaseStorage, ListPage
 from .._credentials import AnyGcsCredential, GcsCredentials
 from .._errors import (
     ConfigurationError,
@@ -52,7 +52,7 @@ from .._loops import LoopLocal
 from .._ranges import ByteRequest, OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from .._s3._headers import RequestHeaders, resolve_request_headers, validate_headers
 from .._settings import StorageSettings
-from .._storage import Capabilities, Data, GetResult, ObjectInfo, VersionInfo
+from .._storage import Capabilities, Data, GetResult, ObjectInfo, PutMode, VersionInfo
 from .._transport import (
     Request,
     Response,
@@ -425,7 +425,7 @@ class GcsStorage(BaseStorage):
 
     # --- writes --------------------------------------------------------------------------
 
-    def _condition(self, path: str, mode: WriteMode) -> dict[str, str]:
+    def _condition(self, path: str, mode: PutMode) -> dict[str, str]:
         if mode == "create":
             return {"ifGenerationMatch": "0"}
         if isinstance(mode, VersionInfo):
@@ -466,7 +466,7 @@ class GcsStorage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
@@ -502,7 +502,7 @@ class GcsStorage(BaseStorage):
     async def _multipart_start(
         self,
         path: str,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> str:
@@ -559,7 +559,7 @@ class GcsStorage(BaseStorage):
         path: str,
         upload: str,
         parts: list[object],
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from .._forks import forget_after_fork
-from .._storage import ReadData
+from .._storage import Data
 from ._config import CompressionAlgorithm, RepositoryConfig, config_from_json, config_to_json
 from ._errors import RepositoryFormatError
 
@@ -358,7 +358,7 @@ def _encode(
     return header + payload
 
 
-def _decode(data: ReadData, file_type: FileType, what: str) -> tuple[int, dict[str, Any]]:
+def _decode(data: Data, file_type: FileType, what: str) -> tuple[int, dict[str, Any]]:
     """The format version and the JSON body of one metadata object."""
     if isinstance(data, memoryview):  # a read in parts: decode from bytes
         data = data.tobytes()
@@ -423,7 +423,7 @@ def encode_info(info: RepoInfo, algorithm: CompressionAlgorithm, level: int) -> 
     return _encode("repo-info", body, algorithm, level)
 
 
-def decode_info(data: ReadData) -> RepoInfo:
+def decode_info(data: Data) -> RepoInfo:
     _, body = _decode(data, "repo-info", "The repository info object 'repo'")
     try:
         return RepoInfo(
@@ -468,7 +468,7 @@ def encode_snapshot(snapshot: Snapshot, algorithm: CompressionAlgorithm, level: 
     return _encode("snapshot", body, algorithm, level)
 
 
-def decode_snapshot(data: ReadData, snapshot_id: str) -> Snapshot:
+def decode_snapshot(data: Data, snapshot_id: str) -> Snapshot:
     what = f"Snapshot {snapshot_key(snapshot_id)!r}"
     version, body = _decode(data, "snapshot", what)
     try:
@@ -514,7 +514,7 @@ def encode_manifest(manifest: Manifest, algorithm: CompressionAlgorithm, level: 
     return _encode("manifest", body, algorithm, level)
 
 
-def decode_manifest(data: ReadData, manifest_id: str) -> Manifest:
+def decode_manifest(data: Data, manifest_id: str) -> Manifest:
     what = f"Manifest {manifest_key(manifest_id)!r}"
     _, body = _decode(data, "manifest", what)
     try:

@@ -54,7 +54,6 @@ from .._storage import (
     ListResult,
     ObjectInfo,
     PutMode,
-    ReadData,
     Storage,
     VersionInfo,
 )
@@ -587,9 +586,7 @@ class SessionStorage(Storage):
             raise ObjectNotFoundError(key)
         return entry
 
-    async def _read(
-        self, key: str, entry: ManifestEntry, byte_range: ByteRequest | None
-    ) -> ReadData:
+    async def _read(self, key: str, entry: ManifestEntry, byte_range: ByteRequest | None) -> Data:
         if entry.chunk is None:
             return slice_range(entry.inline or b"", byte_range)
         try:
@@ -621,11 +618,11 @@ class SessionStorage(Storage):
         *,
         missing_ok: bool = False,
         max_concurrency: int | None = None,
-    ) -> list[ReadData | None]:
+    ) -> list[Data | None]:
         listed = list(requests)
         check_requests(listed)
         view = await self._session._entries(key for key, _ in listed)
-        results: list[ReadData | None] = [None] * len(listed)
+        results: list[Data | None] = [None] * len(listed)
         remote: list[tuple[int, str]] = []  # (request index, chunk id)
         for index, (key, byte_range) in enumerate(listed):
             entry = view[key]

@@ -44,7 +44,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._backend import BaseStorage, ListPage, WriteMode
+from .._backend import BaseStorage, ListPage
 from .._credentials import AnyS3Credential, S3Credentials
 from .._errors import (
     ConfigurationError,
@@ -59,7 +59,7 @@ from .._ranges import (
     split_for_multipart,
 )
 from .._settings import StorageSettings
-from .._storage import Data, GetResult, ObjectInfo, VersionInfo
+from .._storage import Data, GetResult, ObjectInfo, PutMode, VersionInfo
 from .._transport import Request, Response, aclose_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import ClientSettings, LoopClients
@@ -313,7 +313,7 @@ class S3Storage(BaseStorage):
         operation: str,
         path: str,
         *,
-        mode: WriteMode | None = None,
+        mode: PutMode | None = None,
         expected: VersionInfo | None = None,
     ) -> S3ErrorContext:
         return S3ErrorContext(
@@ -460,7 +460,7 @@ class S3Storage(BaseStorage):
         )
         return head_info(path, response.headers, context.describe())
 
-    def _condition(self, path: str, mode: WriteMode) -> dict[str, str]:
+    def _condition(self, path: str, mode: PutMode) -> dict[str, str]:
         if mode == "create":
             return {"IfNoneMatch": "*"}
         if isinstance(mode, VersionInfo):
@@ -488,7 +488,7 @@ class S3Storage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
@@ -529,7 +529,7 @@ class S3Storage(BaseStorage):
         self,
         path: str,
         data: Data,
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
@@ -552,7 +552,7 @@ class S3Storage(BaseStorage):
         return split_for_multipart(size, ideal, limit)
 
     async def _multipart_start(
-        self, path: str, mode: WriteMode, content_type: str | None, metadata: Mapping[str, str]
+        self, path: str, mode: PutMode, content_type: str | None, metadata: Mapping[str, str]
     ) -> str:
         params = self._write_params(path, content_type, metadata)
         created = await self._request(
@@ -590,7 +590,7 @@ class S3Storage(BaseStorage):
         path: str,
         upload: str,
         parts: list[object],
-        mode: WriteMode,
+        mode: PutMode,
         content_type: str | None,
         metadata: Mapping[str, str],
     ) -> VersionInfo:
