@@ -10,11 +10,11 @@ from ._errors import RangeNotSatisfiableError
 
 __all__ = [
     "ByteRequest",
-    "coalesce_ranges",
-    "resolve_range",
     "OffsetByteRequest",
     "RangeByteRequest",
     "SuffixByteRequest",
+    "coalesce_ranges",
+    "resolve_range",
     "split_for_multipart",
     "split_range",
 ]

@@ -28,8 +28,8 @@ from ._options import ChecksumAlgorithm
 from ._sigv4 import EMPTY_SHA256, SigV4Signer, canonical_query
 
 __all__ = [
-    "UNSIGNED_HEADERS",
     "NOT_SENT_WITH_PUT",
+    "UNSIGNED_HEADERS",
     "USER_AGENT",
     "checksum_headers",
     "list_query",
