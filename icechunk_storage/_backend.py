@@ -82,6 +82,7 @@ from ._ranges import (
     split_for_multipart,
     split_range,
 )
+from ._redact import scrub_exception
 from ._retry import RetryPolicy, call_with_retries
 from ._settings import DEFAULT_STORAGE_SETTINGS, StorageSettings
 from ._storage import (
@@ -286,6 +287,7 @@ class BaseStorage(Storage):
             if exc.operation is None:
                 exc.operation = operation
             exc.key = key
+            scrub_exception(exc)  # chained SDK errors quote server text: no secret in it
             raise
 
     # --- reads -----------------------------------------------------------------------------

@@ -75,6 +75,12 @@ class StorageError(Exception):
     operation: str | None = None
     key: str | None = None
 
+    def __init__(self, *args: object) -> None:
+        # Messages may quote server text, which may echo a credential: redacted once, here.
+        from ._redact import redact
+
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
+
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):
     """The key holds no object. Caught as ``FileNotFoundError`` too."""
