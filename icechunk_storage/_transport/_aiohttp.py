@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     ConnectionLostError,
+    EndpointUnreachableError,
     ProtocolError,
     StorageError,
     StorageTimeoutError,
     TLSVerificationError,
+    is_connection_refused,
 )
 from .._ranges import ByteRequest, RangeByteRequest
 from ._integrity import BodyPlan, ReadPlan, RequestPlan
@@ -141,7 +143,8 @@ class AiohttpTransport:
         except aiohttp.ClientResponseError as exc:
             raise ProtocolError(f"{what} failed: malformed response ({exc.message}).") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLostError(
+            kind = EndpointUnreachableError if is_connection_refused(exc) else ConnectionLostError
+            raise kind(
                 f"{what} failed: the connection was lost ({type(exc).__name__}: {exc})."
             ) from None
 
