@@ -96,8 +96,8 @@ _installed = False
 
 def remember_secret(value: object) -> None:
     """Redact this exact value (and its URL-encoded form) wherever it appears from now on."""
-    if not isinstance(value, str) or len(value) < _MIN_SECRET_LENGTH:
-        return
+    if not isinstance(value, str) or len(value) < _MIN_SECRET_LENGTH or value in _secrets:
+        return  # already known: the common case, asked on every request of some paths
     forms = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value)}
     if value.lstrip().startswith("{"):  # a service-account JSON: its private key too
         try:
