@@ -82,6 +82,7 @@ from ._ranges import (
     split_for_multipart,
     split_range,
 )
+from ._redact import scrub_exception
 from ._retry import RetryPolicy, call_with_retries
 from ._settings import DEFAULT_STORAGE_SETTINGS, StorageSettings
 from ._storage import (
@@ -284,6 +285,7 @@ class BaseStorage(Storage):
             if exc.operation is None:
                 exc.operation = operation
             exc.key = key
+            scrub_exception(exc)  # chained SDK errors quote server text: no secret in it
             raise
 
     # --- reads -----------------------------------------------------------------------------
@@ -478,10 +480,27 @@ class BaseStorage(Storage):
         metadata: Mapping[str, str],
     ) -> VersionInfo:
         """Start, parts, complete: each step one request through ``_call``; any failure
-        aborts the upload, so none is left behind."""
-        upload = await self._call(
-            "put", key, lambda: self._multipart_start(path, mode, content_type, metadata)
-        )
+        aborts the upload, so none is left behind. A start whose response was lost created
+        an upload we never heard of: after any failed start attempt, those are aborted too
+        (:meth:`_abort_strays`)."""
+        failed_starts = 0
+
+        async def start() -> str:
+            nonlocal failed_starts
+            try:
+                return await self._multipart_start(path, mode, content_type, metadata)
+            except BaseException:
+                failed_starts += 1
+                raise
+
+        try:
+            upload = await self._call("put", key, start)
+        except BaseException:
+            if failed_starts:
+                await asyncio.shield(self._abort_strays(key, path, None))
+            raise
+        if failed_starts:
+            await asyncio.shield(self._abort_strays(key, path, upload))
         try:
             view = memoryview(data).cast("B")
             ranges = self._multipart_ranges(len(view))
@@ -521,6 +540,18 @@ class BaseStorage(Storage):
         except BaseException:
             await asyncio.shield(self._abort_upload(key, path, upload))
             raise
+
+    async def _abort_strays(self, key: str, path: str, keep: str | None) -> None:
+        """Abort every unfinished upload at exactly ``path`` but ``keep``: after a lost start
+        response they are ours. (Server start times cannot narrow this: emulators report
+        fixed ones.) Keys written in parts are unique in a repository; a concurrent upload of
+        the same key by another writer would fail visibly at completion (its upload gone,
+        no write id of its own on the object), never silently. Best effort, as any abort."""
+        with contextlib.suppress(StorageError, NotImplementedError):
+            uploads = await self._call("list_uploads", key, lambda: self._multipart_uploads(path))
+            for upload in uploads:
+                if upload != keep:
+                    await self._abort_upload(key, path, upload)
 
     async def _abort_upload(self, key: str, path: str, upload: str) -> None:
         """Best effort: a failed abort leaves an upload that a lifecycle rule must clean."""
@@ -791,6 +822,12 @@ class BaseStorage(Storage):
 
     async def _multipart_abort(self, path: str, upload: str) -> None:
         """Discard the upload and its parts."""
+        raise NotImplementedError
+
+    async def _multipart_uploads(self, path: str) -> builtins.list[str]:
+        """The handles of the unfinished uploads at exactly ``path``. Only for backends
+        whose start creates server state a lost response hides (S3); the default says
+        there is nothing to find."""
         raise NotImplementedError
 
     async def _aclose(self) -> None:

@@ -27,7 +27,8 @@ The tree, and who has to act on each::
     │   ├── ThrottledError              429, 503 SlowDown
     │   ├── StorageTimeoutError         also TimeoutError: a stall, or past the deadline
     │   ├── ConnectionLostError         reset, refused, body cut short
-    │   │   └── ProtocolError           the response broke HTTP/1.1 framing
+    │   │   ├── ProtocolError           the response broke HTTP/1.1 framing
+    │   │   └── EndpointUnreachableError  connection refused: retried briefly only
     │   ├── ResponseIntegrityError      wrong range, short part, bytes not asked for
     │   └── ServerError                 500, 502, 504 ...
     └── RetriesExhaustedError           a transient failure outlived the retry budget
@@ -46,6 +47,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLostError",
     "CredentialsRefreshError",
+    "EndpointUnreachableError",
     "InvalidKeyError",
     "MultipartUploadVanishedError",
     "NotSupportedByServerError",
@@ -75,6 +77,12 @@ class StorageError(Exception):
 
     operation: str | None = None
     key: str | None = None
+
+    def __init__(self, *args: object) -> None:
+        # Messages may quote server text, which may echo a credential: redacted once, here.
+        from ._redact import redact
+
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):
@@ -184,6 +192,32 @@ class ProtocolError(ConnectionLostError):
     Retried on a new connection: a stale or confused intermediary is the usual cause."""
 
 
+class EndpointUnreachableError(ConnectionLostError):
+    """Nothing accepted the connection (refused): a wrong endpoint, or a server that is down.
+
+    Retried only ``REFUSED_MAX_TRIES`` times (about a second in all), whatever ``max_tries``
+    says: a user with a typo in ``endpoint_url`` should hear so at once, not after the whole
+    retry budget (36 s by default); a server restarting within that second is still
+    ridden over."""
+
+
+def is_connection_refused(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or anything it wraps (chained, ``os_error``, botocore's ``error``)
+    is a refused connection."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ConnectionRefusedError | EndpointUnreachableError):
+            return True
+        wrapped = getattr(exc, "os_error", None) or (getattr(exc, "kwargs", None) or {}).get(
+            "error"
+        )
+        if isinstance(wrapped, BaseException) and is_connection_refused(wrapped):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 class ResponseIntegrityError(TransientError):
     """A response did not match its request: another byte range, a short or long body, a
     partial response to a request for the whole object. Retried; never returned as data."""
@@ -205,7 +239,11 @@ class RetriesExhaustedError(StorageError):
         self.key = key
         self.attempts = attempts
         self.last_error = last
+        if isinstance(last, EndpointUnreachableError):
+            hint = "Nothing accepts connections there: check the endpoint and that it is up."
+        else:
+            hint = "Raise StorageRetriesSettings.max_tries to try longer."
         super().__init__(
-            f"{operation} of {key!r} failed after {attempts} attempts; last error: {last}. "
-            "Raise StorageRetriesSettings.max_tries to try longer."
+            f"{operation} of {key!r} failed after {attempts} attempts; last error: "
+            f"{str(last).rstrip('.')}. {hint}"
         )

@@ -64,6 +64,7 @@ from ._errors import (
     StorageError,
 )
 from ._forks import forget_after_fork
+from ._local_root import local_os_errors, resolve_local_root  # issue 15
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
@@ -119,7 +120,8 @@ forget_after_fork(_forget_pool_after_fork)
 
 
 async def _run(function: Callable[..., T], *args: object) -> T:
-    return await asyncio.get_running_loop().run_in_executor(_executor(), function, *args)
+    with local_os_errors():  # issue 15: typed errors, never a raw OSError
+        return await asyncio.get_running_loop().run_in_executor(_executor(), function, *args)
 
 
 # --- sync building blocks: each runs on a pool thread --------------------------------------
@@ -566,7 +568,7 @@ class LocalFileSystemStorage(BaseStorage):
     def __init__(self, path: str | os.PathLike[str], *, settings: StorageSettings | None = None):
         _check_file_locks()
         super().__init__(prefix=None, settings=settings)
-        self._files = _Root(os.path.abspath(os.fspath(path)))
+        self._files = _Root(resolve_local_root(path))  # ~, file://, a file: issue 15
 
     @property
     def root(self) -> str:
@@ -653,7 +655,8 @@ class LocalFileSystemStorage(BaseStorage):
 
 
 def local_filesystem_storage(path: str | os.PathLike[str]) -> LocalFileSystemStorage:
-    """Storage in the directory ``path``, created on the first write. Does no I/O now.
+    """Storage in the directory ``path``, created on the first write. ``~`` is expanded; a
+    URL, or a path that is a file, is refused now (the only I/O: a stat of the path).
 
     Safe for concurrent writers on one machine, across processes: conditional create and
     update are atomic (unlike Icechunk's local storage, which can lose concurrent commits).

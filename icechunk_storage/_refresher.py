@@ -64,6 +64,7 @@ import attrs
 from ._credentials import C, RefreshableCredentials, callable_name, type_name
 from ._errors import ConfigurationError, CredentialsRefreshError
 from ._forks import forget_after_fork
+from ._redact import remember_secrets_of
 
 __all__ = [
     "CredentialHandle",
@@ -433,6 +434,7 @@ class Refresher:
             self._failed(entry, error)
             raise TypeError(f"The get_credentials callback {entry.name} {error}.")
         credential = cast(C, result)
+        remember_secrets_of(credential)  # redacted from logs and errors (issue 15)
         scheduled = self._schedule(credential)
         with entry.lock:
             entry.cached = scheduled

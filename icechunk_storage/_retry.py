@@ -9,11 +9,15 @@ from typing import TypeVar
 
 import attrs
 
-from ._errors import RetriesExhaustedError, TransientError
+from ._errors import EndpointUnreachableError, RetriesExhaustedError, TransientError
 from ._observe import current_observer
 from ._settings import StorageSettings
 
-__all__ = ["RetryPolicy", "call_with_retries"]
+__all__ = ["REFUSED_MAX_TRIES", "RetryPolicy", "call_with_retries"]
+
+REFUSED_MAX_TRIES = 3
+"""Attempts at most for a refused connection (EndpointUnreachableError): with the default
+backoff, a wrong endpoint fails in well under a second, naming it."""
 
 T = TypeVar("T")
 
@@ -47,7 +51,8 @@ async def call_with_retries(
 ) -> T:
     """Run ``attempt`` until it returns, retrying TransientError up to ``policy.max_tries``.
 
-    Anything that is not a TransientError propagates at once. When the budget is spent,
+    Anything that is not a TransientError propagates at once; a refused connection is tried
+    at most :data:`REFUSED_MAX_TRIES` times. When the budget is spent,
     RetriesExhaustedError (carrying the number of attempts) chains the last failure.
     """
     failures = 0
@@ -56,7 +61,10 @@ async def call_with_retries(
             return await attempt()
         except TransientError as exc:
             failures += 1
-            if failures >= policy.max_tries:
+            limit = policy.max_tries
+            if isinstance(exc, EndpointUnreachableError):
+                limit = min(limit, REFUSED_MAX_TRIES)
+            if failures >= limit:
                 raise RetriesExhaustedError(operation, key, failures, exc) from exc
             observer = current_observer.get()
             if observer is not None:

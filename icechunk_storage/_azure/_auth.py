@@ -38,6 +38,7 @@ from .._credentials import (
     AzureStaticCredentials,
 )
 from .._errors import AuthenticationError, ConfigurationError
+from .._redact import install_log_redaction, remember_secrets_of
 from ._config import AZURITE_ACCOUNT, AZURITE_KEY
 
 if TYPE_CHECKING:
@@ -334,6 +335,7 @@ class CredentialSource:
     """The credential of one storage in one process; call it before every attempt."""
 
     def __init__(self, credentials: AnyAzureCredential, account: str, emulator: bool) -> None:
+        install_log_redaction(credentials)
         self._credentials = credentials
         self._account = account
         self._emulator = emulator
@@ -346,6 +348,7 @@ class CredentialSource:
             credentials = self._credentials
             if isinstance(credentials, AzureCredentials.FromEnv):
                 credentials = env_credentials(self._account, self._emulator)
+                remember_secrets_of(credentials)
             self._resolved = credentials
         if isinstance(credentials, AzureCredentials.Anonymous):
             return None

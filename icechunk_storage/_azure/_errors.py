@@ -19,6 +19,7 @@ from .._errors import (
     AlreadyExistsError,
     AuthenticationError,
     ConnectionLostError,
+    EndpointUnreachableError,
     ObjectNotFoundError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -27,6 +28,7 @@ from .._errors import (
     StorageError,
     StorageTimeoutError,
     ThrottledError,
+    is_connection_refused,
 )
 from .._storage import VersionInfo
 
@@ -172,6 +174,5 @@ def azure_errors(context: AzureErrorContext) -> Iterator[None]:
             f"{context.describe()} timed out ({type(exc).__name__})."
         ) from None
     except (ServiceRequestError, ServiceResponseError, OSError) as exc:
-        raise ConnectionLostError(
-            f"{context.describe()} lost its connection ({type(exc).__name__})."
-        ) from None
+        kind = EndpointUnreachableError if is_connection_refused(exc) else ConnectionLostError
+        raise kind(f"{context.describe()} lost its connection ({type(exc).__name__}).") from None

@@ -22,6 +22,9 @@ _CAT_PART = 16 * 1024 * 1024
 async def ls(context: Context) -> int:
     args = context.args
     (location,) = context.locations([args.url])
+    if location.is_local_file:
+        # A local path naming a file is one object (a storage cannot be rooted at a file).
+        return _print_rows(context, await _single(context, location))
     scope = context.scope(location, location.path)
     rows: list[tuple[str, ObjectInfo | None]] = []
     if args.recursive:
@@ -33,6 +36,11 @@ async def ls(context: Context) -> int:
         rows += [(scope.relative(info.key), info) for info in listing.objects]
     if not rows and location.path and not location.url.endswith("/"):
         rows = await _single(context, location)
+    return _print_rows(context, rows)
+
+
+def _print_rows(context: Context, rows: list[tuple[str, ObjectInfo | None]]) -> int:
+    args = context.args
     rows.sort(key=lambda row: row[0])
     if context.json:
         emit_json(

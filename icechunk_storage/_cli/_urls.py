@@ -210,6 +210,11 @@ class Location:
         return self.kind == "local" and os.path.isdir("/" + self.path)
 
     @property
+    def is_local_file(self) -> bool:
+        """A local URL naming an existing file (a cheap stat, fine on the loop)."""
+        return self.kind == "local" and os.path.isfile("/" + self.path)
+
+    @property
     def is_cloud(self) -> bool:
         return self.kind in ("s3", "gcs", "azure")
 

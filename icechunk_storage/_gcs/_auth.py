@@ -34,6 +34,7 @@ from .._credentials import (
     GcsStaticCredentials,
 )
 from .._errors import AuthenticationError
+from .._redact import install_log_redaction, remember_secret
 
 if TYPE_CHECKING:
     from .._refresher import CredentialHandle
@@ -92,6 +93,7 @@ class GoogleTokenFetcher:
                     token = Token(service_file=io.StringIO("{}"), session=session)
                     token.token_uri = f"http://{self.source}{METADATA_TOKEN_PATH}"
                 elif self.kind == "key":
+                    remember_secret(self.source)  # its private key: redacted from logs
                     token = Token(
                         service_file=io.StringIO(self.source), session=session, scopes=[SCOPE]
                     )
@@ -141,6 +143,7 @@ class TokenSource:
     """The ``Authorization`` value for one storage in one process; ask before every attempt."""
 
     def __init__(self, credentials: AnyGcsCredential) -> None:
+        install_log_redaction(credentials)
         self._credentials = credentials
         self._handle: CredentialHandle[GcsBearerCredential] | None = None
 

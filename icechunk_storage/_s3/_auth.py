@@ -44,6 +44,10 @@ class CredentialSource:
         return fresh.access_key_id, fresh.secret_access_key, fresh.session_token
 
     @property
+    def credentials(self) -> S3Credentials.Static | S3Credentials.Refreshable:
+        return self._credentials
+
+    @property
     def handle(self) -> CredentialHandle[S3StaticCredentials] | None:
         """The refresher handle, once a refreshable credential has been asked for."""
         return self._handle

@@ -43,6 +43,7 @@ import attrs
 from .._errors import AuthenticationError
 from .._limits import get_max_concurrent_requests
 from .._loops import shut_down_at_exit
+from .._redact import install_log_redaction, remember_secret
 from .._transport import Transport, TransportConfig, get_transport, proxy_for
 from .._transport._tls import ssl_context as ssl_context_for
 from ._auth import CredentialSource, FrozenCredentials
@@ -288,6 +289,7 @@ class LoopClients:
     """Live clients of one storage in one event loop. See the module docstring."""
 
     def __init__(self, settings: ClientSettings, source: CredentialSource | None) -> None:
+        install_log_redaction(source.credentials if source is not None else None)  # issue 15
         self.settings = settings
         self._source = source  # static/refreshable credentials; None: anonymous or from env
         self._lock = asyncio.Lock()
@@ -487,6 +489,8 @@ class LoopClients:
         context = S3ErrorContext("credential refresh", "", self.settings.bucket)
         with s3_errors(context):
             frozen = await credentials.get_frozen_credentials()
+        remember_secret(frozen.secret_key)  # issue 15: redacted from logs and errors
+        remember_secret(frozen.token)
         return frozen.access_key, frozen.secret_key, frozen.token
 
     # --- closing -----------------------------------------------------------------------

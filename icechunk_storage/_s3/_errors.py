@@ -24,6 +24,7 @@ from .._errors import (
     AuthenticationError,
     ConfigurationError,
     ConnectionLostError,
+    EndpointUnreachableError,
     MultipartUploadVanishedError,
     NotSupportedByServerError,
     ObjectNotFoundError,
@@ -34,6 +35,7 @@ from .._errors import (
     StorageError,
     StorageTimeoutError,
     ThrottledError,
+    is_connection_refused,
 )
 from .._storage import VersionInfo
 
@@ -233,6 +235,8 @@ def translate_exception(exc: BaseException, context: S3ErrorContext) -> StorageE
         return StorageTimeoutError(f"{what} timed out: {exc}")
     if isinstance(exc, bce.SSLError | aiohttp.ClientSSLError):
         return StorageError(f"{what} failed: TLS error ({exc}).")
+    if is_connection_refused(exc):  # nothing listens there: retried briefly only
+        return EndpointUnreachableError(f"{what} failed: the connection was refused ({exc}).")
     if isinstance(
         exc,
         bce.ConnectionError

@@ -613,6 +613,15 @@ class S3Storage(BaseStorage):
             lambda c: c.abort_multipart_upload(Bucket=self._bucket, Key=path, UploadId=upload),
         )
 
+    async def _multipart_uploads(self, path: str) -> list[str]:
+        # issue 15: find the uploads a lost CreateMultipartUpload response hid (one page:
+        # a key has few unfinished uploads).
+        listed = await self._request(
+            self._context("list_multipart", path),
+            lambda c: c.list_multipart_uploads(Bucket=self._bucket, Prefix=path),
+        )
+        return [str(u["UploadId"]) for u in listed.get("Uploads", []) if u.get("Key") == path]
+
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None
     ) -> VersionInfo:

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import (
     ConnectionLostError,
+    EndpointUnreachableError,
     ProtocolError,
     StorageError,
     StorageTimeoutError,
     TLSVerificationError,
+    is_connection_refused,
 )
 from ._integrity import BodyPlan, PlannedTransport
 from ._model import STALL_FLOOR_BYTES_PER_SECOND, Request, Response, TransportConfig
@@ -117,7 +119,8 @@ class AiohttpTransport(PlannedTransport):
         except aiohttp.ClientResponseError as exc:
             raise ProtocolError(f"{what} failed: malformed response ({exc.message}).") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLostError(
+            kind = EndpointUnreachableError if is_connection_refused(exc) else ConnectionLostError
+            raise kind(
                 f"{what} failed: the connection was lost ({type(exc).__name__}: {exc})."
             ) from None
 

@@ -35,6 +35,7 @@ import httptools
 
 from .._errors import (
     ConnectionLostError,
+    EndpointUnreachableError,
     ProtocolError,
     ResponseIntegrityError,
     StorageError,
@@ -787,7 +788,13 @@ class LeanTransport(PlannedTransport):
                 f"{self.config.connect_timeout:g} s."
             ) from None
         except OSError as exc:
-            raise ConnectionLostError(
+            # Refused: nothing listens there; retried briefly only (issue 15).
+            kind = (
+                EndpointUnreachableError
+                if isinstance(exc, ConnectionRefusedError)
+                else ConnectionLostError
+            )
+            raise kind(
                 f"{what} failed: could not connect to {endpoint} ({exc.strerror or exc})."
             ) from None
 
