@@ -103,15 +103,18 @@ def bench(session: nox.Session) -> None:
 
 MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     # name: (module, its own tests): fast, server-free tests only.
-    "_keys": ("icechunk_storage/_keys.py", ("tests/test_foundation.py",)),
+    "_keys": ("icechunk_storage/_keys.py", ("tests/test_core_keys.py", "tests/test_foundation.py")),
     "_fetch": (
         "icechunk_storage/_fetch.py",
-        ("tests/test_foundation.py", "tests/test_memory.py"),
+        ("tests/test_core_fetch.py", "tests/test_foundation.py", "tests/test_memory.py"),
     ),
-    "_retry": ("icechunk_storage/_retry.py", ("tests/test_foundation.py",)),
+    "_retry": (
+        "icechunk_storage/_retry.py",
+        ("tests/test_core_retry.py", "tests/test_foundation.py"),
+    ),
     "_ranges": (
         "icechunk_storage/_ranges.py",
-        ("tests/test_foundation.py", "tests/test_properties.py"),
+        ("tests/test_core_ranges.py", "tests/test_foundation.py", "tests/test_properties.py"),
     ),
     "_sigv4": (
         "icechunk_storage/_s3/_sigv4.py",
