@@ -106,7 +106,7 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "_keys": ("icechunk_storage/_keys.py", ("tests/test_core_keys.py", "tests/test_foundation.py")),
     "_fetch": (
         "icechunk_storage/_fetch.py",
-        ("tests/test_core_fetch.py", "tests/test_foundation.py", "tests/test_memory.py"),
+        ("tests/test_core_fetch.py", "tests/test_foundation.py"),
     ),
     "_retry": (
         "icechunk_storage/_retry.py",
@@ -119,6 +119,7 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "_sigv4": (
         "icechunk_storage/_s3/_sigv4.py",
         (
+            "tests/test_core_sigv4.py",
             "tests/test_s3.py::test_signer_canonicalization_matches_botocore",
             "tests/test_s3.py::test_lean_get_matches_botocore_byte_for_byte",
         ),
@@ -126,9 +127,15 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "_refresher": ("icechunk_storage/_refresher.py", ("tests/test_refresher.py",)),
     "_integrity": (
         "icechunk_storage/_transport/_integrity.py",
-        ("tests/test_transport_hostile.py", "tests/test_transport_lean.py"),
+        ("tests/test_core_integrity.py",),
     ),
-    "_proxy": ("icechunk_storage/_transport/_proxy.py", ("tests/test_transport_hostile.py",)),
+    "_proxy": (
+        "icechunk_storage/_transport/_proxy.py",
+        (
+            "tests/test_core_proxy.py",
+            "tests/test_transport_hostile.py::test_no_proxy_matches_ipv6_literals_domains_and_cidr",
+        ),
+    ),
 }
 """What ``nox -s mutate`` mutates, each module against its own tests only."""
 
