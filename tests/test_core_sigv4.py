@@ -167,6 +167,7 @@ def test_the_canonical_query_is_encoded_and_sorted_by_key_then_value() -> None:
     assert canonical_query([("b", "2"), ("a", "z"), ("a", "y")]) == "a=y&a=z&b=2"
     assert canonical_query([("k y", "v/w~"), ("list-type", "2")]) == "k%20y=v%2Fw~&list-type=2"
     assert canonical_query([("prefix", "")]) == "prefix="
+    assert canonical_query([("a/b", "c/d")]) == "a%2Fb=c%2Fd"
 
 
 def test_the_timestamp_follows_the_clock_second_by_second(
