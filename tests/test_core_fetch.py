@@ -80,6 +80,17 @@ async def test_a_bare_key_is_refused_with_the_fix() -> None:
     assert backend.singles == []
 
 
+async def test_a_bad_byte_range_is_refused_before_any_read() -> None:
+    backend = _Backend()
+    with pytest.raises(TypeError, match=r"^Unexpected byte_range, got tuple"):
+        await fetch_many(
+            [("k1", None), ("k2", (0, 4))],  # type: ignore[list-item]
+            get=backend.get,
+            split_above=10,
+        )
+    assert backend.singles == []
+
+
 async def test_requests_may_be_any_iterable() -> None:
     backend = _Backend()
     requests = ((f"k{i}", None) for i in range(3))

@@ -23,6 +23,9 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("s3.example.com", 443, "*", True),
         ("s3.example.com", 443, "", False),
         ("s3.example.com", 443, " , ,", False),
+        ("s3.example.com", 443, "other.org,,example.com", True),  # empty entries are skipped
+        ("s3.example.com", 443, "example.com:80, example.com", True),  # so are other ports
+        ("Xample.com", 443, "xample.com", True),
         ("s3.example.com", 443, "example.com", True),
         ("s3.example.com", 443, ".example.com", True),
         ("example.com", 443, ".example.com", True),
@@ -37,6 +40,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("10.1.2.3", 80, "10.0.0.0/8", True),
         ("11.1.2.3", 80, "10.0.0.0/8", False),
         ("10.1.2.3", 80, "10.1.2.3", True),
+        ("10.1.2.3", 80, "10.1.2.0/8", True),  # host bits set: still the /8 network
         ("10.1.2.3", 80, "10.1.2.3:80", True),
         ("10.1.2.3", 81, "10.1.2.3:80", False),
         ("10.1.2.3", 80, "example.com", False),
@@ -45,6 +49,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("::1", 9000, "[::1]", True),
         ("::1", 9000, "[::1]:9000", True),
         ("::1", 9001, "[::1]:9000", False),
+        ("::1", 10, "[::1]:9", False),
         ("::1", 9001, "[::1]:x", True),
         ("::2", 9000, "[::1]", False),
         ("fd00::5", 443, "fd00::/8", True),

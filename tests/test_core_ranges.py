@@ -81,7 +81,7 @@ def test_split_range_at_its_boundaries(
 
 @pytest.mark.parametrize(("ideal", "max_parts"), [(0, 1), (1, 0), (-1, 5)])
 def test_split_range_refuses_non_positive_sizes(ideal: int, max_parts: int) -> None:
-    with pytest.raises(ValueError, match=r"ideal_size and max_parts must be >= 1\."):
+    with pytest.raises(ValueError, match=r"^ideal_size and max_parts must be >= 1\.$"):
         split_range(0, 10, ideal, max_parts)
 
 
@@ -165,6 +165,8 @@ def test_coalescing_stops_at_max_size_exactly() -> None:
     ranges = [(0, 10), (10, 20), (20, 31)]
     assert coalesce_ranges(ranges, max_gap=0, max_size=20) == [(0, 20, [0, 1]), (20, 31, [2])]
     assert coalesce_ranges(ranges, max_gap=0, max_size=31) == [(0, 31, [0, 1, 2])]
+    # the size is measured from the merged read's start, not from byte 0
+    assert coalesce_ranges([(100, 110), (110, 120)], max_gap=0, max_size=20) == [(100, 120, [0, 1])]
     # a single range larger than max_size is read alone, whole
     assert coalesce_ranges([(0, 50)], max_gap=0, max_size=10) == [(0, 50, [0])]
 
