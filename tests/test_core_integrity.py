@@ -27,7 +27,7 @@ from icechunk_storage._transport._integrity import (
 from icechunk_storage._transport._model import DISCARD_LIMIT, ERROR_BODY_CAP, Response
 
 OBJECT = bytes(range(256)) * 4  # 1024 distinct-ish bytes
-MODES = ["feed-1", "feed-7", "feed-all", "buffer-1", "buffer-7", "buffer-all"]
+MODES = ["feed-1", "feed-7", "feed-10", "feed-all", "buffer-1", "buffer-7", "buffer-all"]
 
 
 def _deliver(
@@ -58,7 +58,12 @@ def _deliver(
         while view and not sink.done:
             sink.feed(view[:step])
             view = view[step:]
-    return plan.finish(status, headers, sink)
+    if announced is not None and len(body) >= announced:
+        assert sink.done  # every byte counted, however the body was cut into pieces
+    response = plan.finish(status, headers, sink)
+    assert response.status == status
+    assert response.headers is headers
+    return response
 
 
 def _partial(byte_range: ByteRequest | None, first: int, last: int, total: object) -> Response:
@@ -139,6 +144,14 @@ def test_a_malformed_content_range_is_refused(value: str) -> None:
         plan.on_head(206, {"content-range": value}, 10)
 
 
+def test_a_long_malformed_content_range_is_quoted_cut_to_80_characters() -> None:
+    plan = ReadPlan("GET k", RangeByteRequest(10, 20), None)
+    value = "bytes " + "9" * 100
+    with pytest.raises(ResponseIntegrityError) as caught:
+        plan.on_head(206, {"content-range": value}, 10)
+    assert str(caught.value).endswith(f"Content-Range {value[:80]!r}.")
+
+
 def test_content_range_whitespace_around_is_allowed() -> None:
     plan = ReadPlan("GET k", RangeByteRequest(10, 20), None)
     sink = plan.on_head(206, {"content-range": "  bytes 10-19/1024 "}, 10)
@@ -201,6 +214,16 @@ def test_a_partial_body_lands_in_the_callers_buffer(mode: str) -> None:
     assert bytes(into) == OBJECT[10:20]
 
 
+def test_an_unsized_partial_body_is_held_to_one_byte_past_the_range() -> None:
+    plan = ReadPlan("GET k", RangeByteRequest(10, 20), None)
+    sink = plan.on_head(206, {"content-range": "bytes 10-19/1024"}, None)
+    sink.feed(bytes(5))
+    assert not sink.done
+    sink.feed(bytes(1000))
+    assert sink.done
+    assert len(sink.kept()) == 11
+
+
 def test_an_unsized_partial_body_lands_in_the_callers_buffer() -> None:
     into = memoryview(bytearray(b"\xff" * 12))
     plan = ReadPlan("GET k", RangeByteRequest(10, 20), into)
@@ -226,6 +249,8 @@ def test_a_response_larger_than_the_callers_buffer_is_refused() -> None:
     [
         (None, 0, 1024),
         (RangeByteRequest(10, 20), 10, 20),
+        (RangeByteRequest(0, 10), 0, 10),
+        (RangeByteRequest(1, 2), 1, 2),
         (RangeByteRequest(1000, 5000), 1000, 1024),
         (RangeByteRequest(1024, 1030), 1024, 1024),
         (OffsetByteRequest(1), 1, 1024),
@@ -251,6 +276,8 @@ def test_a_whole_object_answer_is_cut_to_the_range(
     [
         (None, 0, 1024),
         (RangeByteRequest(10, 20), 10, 20),
+        (RangeByteRequest(0, 10), 0, 10),
+        (OffsetByteRequest(1), 1, 1024),
         (OffsetByteRequest(1000), 1000, 1024),
         (SuffixByteRequest(4), 1020, 1024),
     ],
@@ -370,6 +397,27 @@ def test_unsized_request_bodies_up_to_max_body(mode: str) -> None:
     assert bytes(response.body) == OBJECT[:100]
     with _integrity_error(r"^LIST: the response is larger than 100 bytes\.$"):
         _deliver(RequestPlan("LIST", "GET", 100), 200, {}, OBJECT[:101], mode, length=None)
+
+
+@pytest.mark.parametrize("plan", [ReadPlan("GET k", None, None), RequestPlan("PUT", "PUT", 10)])
+def test_a_sized_error_body_stops_at_the_cap(plan: BodyPlan) -> None:
+    sink = plan.on_head(404, {}, ERROR_BODY_CAP + 1)
+    assert (sink.length, sink.stop_after, sink.close_after) == (
+        ERROR_BODY_CAP + 1,
+        ERROR_BODY_CAP,
+        True,
+    )
+    sink = plan.on_head(404, {}, ERROR_BODY_CAP)
+    assert (sink.length, sink.stop_after, sink.close_after) == (
+        ERROR_BODY_CAP,
+        ERROR_BODY_CAP,
+        False,
+    )
+
+
+def test_a_sized_request_body_is_framed() -> None:
+    sink = RequestPlan("PUT", "PUT", 10).on_head(200, {}, 7)
+    assert (sink.length, sink.stop_after, sink.close_after, sink.cap) == (7, 7, False, None)
 
 
 def test_a_short_request_body_is_what_arrived() -> None:
