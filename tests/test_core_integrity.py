@@ -251,6 +251,7 @@ def test_a_response_larger_than_the_callers_buffer_is_refused() -> None:
         (RangeByteRequest(10, 20), 10, 20),
         (RangeByteRequest(0, 10), 0, 10),
         (RangeByteRequest(1, 2), 1, 2),
+        (RangeByteRequest(3, 3), 3, 3),  # empty, mid-object: the rest is still discarded
         (RangeByteRequest(1000, 5000), 1000, 1024),
         (RangeByteRequest(1024, 1030), 1024, 1024),
         (OffsetByteRequest(1), 1, 1024),
@@ -454,6 +455,12 @@ def test_a_sink_with_a_destination_fills_it_in_place() -> None:
     assert sink.kept() is dest
     assert bytes(dest) == b"012345"
     assert not sink.close_after
+
+
+def test_a_sink_that_wants_no_body_takes_nothing() -> None:
+    sink = Sink(length=0, stop_after=0)
+    sink.feed(b"HTTP/1.1 200 OK")  # bytes of whatever follows are not this body's
+    assert (sink.pos, sink.kept()) == (0, b"")
 
 
 def test_sink_kept_before_any_byte() -> None:
