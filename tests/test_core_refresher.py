@@ -4,10 +4,14 @@ refusals, and which carried credential is adopted."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import random
-from collections.abc import Iterator
+import threading
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -22,7 +26,17 @@ from icechunk_storage._refresher import (
     backoff_delay,
 )
 
-from ._credential_helpers import START, FakeClock, failing_callback, static_s3_credential
+from ._credential_helpers import (
+    SCRIPTS,
+    START,
+    FakeClock,
+    Script,
+    Scripted,
+    async_wait_until,
+    failing_callback,
+    static_s3_credential,
+    wait_until,
+)
 
 
 def cred(expires: datetime | None, n: int = 0) -> S3StaticCredentials:
@@ -161,3 +175,167 @@ def test_backoff_delay_at_both_ends_of_the_jitter() -> None:
         60.0,
     ]
     assert [backoff_delay(n, 2.0, 5.0, Bottom()) for n in (1, 2, 3)] == [1.0, 2.0, 2.5]
+
+
+# --- the driver, under a fake clock -------------------------------------------------------
+
+
+class Top(random.Random):
+    """Jitter at the top of its range: backoff delays of exactly 1, 2, 4 ... seconds."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def fixed(clock: FakeClock) -> Iterator[Refresher]:
+    r = Refresher(
+        clock=clock, rng=Top(), refresh_margin=(300.0, 300.0), safety_margin=30.0, timeout=5.0
+    )
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def scripted(clock: FakeClock) -> Iterator[Callable[..., tuple[Script, Scripted]]]:
+    names: list[str] = []
+
+    def make(**kwargs: Any) -> tuple[Script, Scripted]:
+        name = f"core-{uuid.uuid4().hex}"
+        SCRIPTS[name] = Script(clock=clock, **kwargs)
+        names.append(name)
+        return SCRIPTS[name], Scripted(name)
+
+    yield make
+    for name in names:
+        gate = SCRIPTS.pop(name).gate
+        if gate is not None:
+            gate.set()
+
+
+def test_failed_background_refreshes_back_off_and_keep_the_cached_credential(
+    fixed: Refresher, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    current = cred(START + timedelta(hours=1))
+    refreshable = S3Credentials.Refreshable(failing_callback, current=current)
+
+    def get() -> int:
+        assert fixed.get_blocking(refreshable) == current
+        return fixed.stats(failing_callback).calls
+
+    assert get() == 0  # adopted, fresh
+    clock.advance(3600 - 200)  # inside the refresh window, outside the safety margin
+    with caplog.at_level("WARNING", logger="icechunk_storage.credentials"):
+        assert get() == 1  # failed: next try in 1 s
+    assert [r.getMessage() for r in caplog.records] == [
+        "Refreshing credentials with tests._credential_helpers.failing_callback failed "
+        "(RuntimeError: bad creds); still using the cached credential, next try in 1.0 s."
+    ]
+    clock.advance(0.9)
+    assert get() == 1
+    clock.advance(0.2)
+    assert get() == 2  # failed again: next try in 2 s
+    clock.advance(1.5)
+    assert get() == 2
+    clock.advance(0.6)
+    assert get() == 3  # and then in 4 s
+    clock.advance(3.9)
+    assert get() == 3
+    assert fixed.stats(failing_callback).last_error == "RuntimeError: bad creds"
+
+
+def test_a_failed_refresh_of_an_expired_credential_raises(
+    fixed: Refresher, clock: FakeClock
+) -> None:
+    refreshable = S3Credentials.Refreshable(failing_callback, current=cred(START))
+    with pytest.raises(CredentialsRefreshError) as caught:
+        fixed.get_blocking(refreshable)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    with pytest.raises(CredentialsRefreshError):  # a copy per waiter, every time
+        fixed.get_blocking(refreshable)
+    assert fixed.stats(failing_callback).calls == 2
+
+
+class ScatterFromTheCallback:
+    """An async callback (run on the refresher's loop) that tries to scatter credentials."""
+
+    async def __call__(self) -> S3StaticCredentials:
+        return _INNER[0].get_blocking(S3Credentials.Refreshable(static_s3_credential))
+
+
+_INNER: list[Refresher] = []
+
+
+def test_a_callback_cannot_scatter_credentials_itself(fixed: Refresher) -> None:
+    _INNER[:] = [fixed]
+    try:
+        with pytest.raises(CredentialsRefreshError) as caught:
+            fixed.get_blocking(S3Credentials.Refreshable(ScatterFromTheCallback()))
+    finally:
+        _INNER.clear()
+    cause = caught.value.__cause__
+    assert isinstance(cause, RuntimeError)
+    assert str(cause) == "get_credentials callbacks cannot scatter credentials themselves."
+
+
+def test_a_blocking_get_whose_refresh_is_cancelled_refreshes_again(
+    fixed: Refresher, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    script, callback = scripted(gate=threading.Event())
+    refreshable = S3Credentials.Refreshable(callback)
+    handle = fixed.handle(refreshable)
+    got: list[S3StaticCredentials] = []
+    waiter = threading.Thread(target=lambda: got.append(fixed.get_blocking(refreshable)))
+    waiter.start()
+    wait_until(lambda: script.calls == 1)
+    handle.close()  # the last lease: the refresh in flight is cancelled
+    wait_until(lambda: script.calls == 2)  # the waiter started another one
+    assert script.gate is not None
+    script.gate.set()
+    waiter.join(timeout=10)
+    assert len(got) == 1
+    assert got[0].access_key_id == "AKID2"
+
+
+async def test_a_get_cancelled_as_its_refresh_is_cancelled_stays_cancelled(
+    fixed: Refresher, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    script, callback = scripted(gate=threading.Event())
+    handle = fixed.handle(S3Credentials.Refreshable(callback))
+    task = asyncio.create_task(handle.get())
+    await async_wait_until(lambda: script.calls == 1)
+    handle.close()  # cancels the refresh ...
+    task.cancel()  # ... while the caller is cancelled too: the caller wins
+    assert script.gate is not None
+    script.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
+def _loop_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "icechunk_storage-credentials"}
+
+
+def test_close_stops_the_loop_thread_without_waiting_for_a_callback(
+    fixed: Refresher, clock: FakeClock, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    before = _loop_threads()
+    script, callback = scripted(gate=threading.Event())
+    current = cred(START + timedelta(hours=1))
+    handle = fixed.handle(S3Credentials.Refreshable(callback, current=current))
+    clock.advance(3600 - 200)
+    assert asyncio.run(handle.get()) == current  # and a refresh starts in the background
+    wait_until(lambda: script.calls == 1)
+    assert _loop_threads() - before
+    closer = threading.Thread(target=fixed.close)
+    closer.start()
+    closer.join(timeout=5)
+    assert not closer.is_alive()  # a callback stuck in a worker thread does not hold it up
+    assert not _loop_threads() - before
+    assert fixed.active_refreshes() == 0
+    handle.close()
