@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from icechunk_storage import CredentialsRefreshError, RefreshStats
-from icechunk_storage._credentials import S3Credentials, S3StaticCredentials
+from icechunk_storage._credentials import S3Credentials, S3StaticCredentials, callable_name
 from icechunk_storage._errors import ConfigurationError
 from icechunk_storage._refresher import (
     Refresher,
@@ -256,6 +256,10 @@ def test_a_failed_refresh_of_an_expired_credential_raises(
     with pytest.raises(CredentialsRefreshError) as caught:
         fixed.get_blocking(refreshable)
     assert isinstance(caught.value.__cause__, RuntimeError)
+    assert str(caught.value) == (
+        "The get_credentials callback tests._credential_helpers.failing_callback failed "
+        "(RuntimeError: bad creds), and no unexpired credential is cached."
+    )
     with pytest.raises(CredentialsRefreshError):  # a copy per waiter, every time
         fixed.get_blocking(refreshable)
     assert fixed.stats(failing_callback).calls == 2
@@ -339,3 +343,66 @@ def test_close_stops_the_loop_thread_without_waiting_for_a_callback(
     assert not _loop_threads() - before
     assert fixed.active_refreshes() == 0
     handle.close()
+
+
+def test_a_hanging_callback_fails_after_the_timeout(
+    clock: FakeClock, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    refresher = Refresher(clock=clock, timeout=0.2)
+    try:
+        _, callback = scripted(gate=threading.Event())
+        with pytest.raises(CredentialsRefreshError) as caught:
+            refresher.get_blocking(S3Credentials.Refreshable(callback))
+        assert str(caught.value) == (
+            f"The get_credentials callback {callable_name(callback)} did not return within "
+            "0.2 s, and no unexpired credential is cached."
+        )
+        assert refresher.stats(callback).last_error == "did not return within 0.2 s"
+    finally:
+        refresher.close()
+
+
+def test_a_success_resets_the_backoff(
+    fixed: Refresher, clock: FakeClock, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    script, callback = scripted(fail=RuntimeError("down"))
+    current = cred(START + timedelta(hours=1))
+    refreshable = S3Credentials.Refreshable(callback, current=current)
+    assert fixed.get_blocking(refreshable) == current
+    clock.advance(3600 - 200)
+    assert fixed.get_blocking(refreshable) == current  # failed: next try in 1 s
+    script.fail = None
+    clock.advance(1.1)
+    fresh = fixed.get_blocking(refreshable)
+    assert fresh.access_key_id == "AKID2"
+    assert script.calls == 2
+    clock.advance(3600 - 200)
+    script.fail = RuntimeError("down again")
+    assert fixed.get_blocking(refreshable) == fresh  # failed: next try in 1 s, not 2
+    clock.advance(1.1)
+    assert fixed.get_blocking(refreshable) == fresh
+    assert script.calls == 4
+
+
+def test_at_most_four_sync_callbacks_run_at_once_and_close_drops_queued_ones(
+    fixed: Refresher, clock: FakeClock, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    gate = threading.Event()
+    current = cred(START + timedelta(hours=1))
+    made = [scripted(gate=gate) for _ in range(5)]
+    handles = [fixed.handle(S3Credentials.Refreshable(c, current=current)) for _, c in made]
+    clock.advance(3600 - 200)
+
+    async def start_all() -> None:
+        for handle in handles:
+            assert await handle.get() == current  # each starts a background refresh
+
+    asyncio.run(start_all())
+    wait_until(lambda: sum(script.calls for script, _ in made) == 4)
+    assert fixed.active_refreshes() == 5
+    fixed.close()  # the fifth, still queued, never runs
+    gate.set()
+    wait_until(lambda: fixed.active_refreshes() == 0)
+    assert sum(script.calls for script, _ in made) == 4
+    for handle in handles:
+        handle.close()
