@@ -9,21 +9,25 @@ import functools
 import random
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from icechunk_storage import CredentialsRefreshError, RefreshStats
+from icechunk_storage import CredentialsRefreshError, RefreshStats, _refresher
 from icechunk_storage._credentials import S3Credentials, S3StaticCredentials, callable_name
 from icechunk_storage._errors import ConfigurationError
 from icechunk_storage._refresher import (
+    Decision,
     Refresher,
     _copy,
     _error_text,
     _is_async,
     backoff_delay,
+    decide,
+    schedule,
 )
 
 from ._credential_helpers import (
@@ -406,3 +410,55 @@ def test_at_most_four_sync_callbacks_run_at_once_and_close_drops_queued_ones(
     assert sum(script.calls for script, _ in made) == 4
     for handle in handles:
         handle.close()
+
+
+def test_a_background_refresh_may_start_exactly_when_the_backoff_ends() -> None:
+    cached = schedule(cred(START + timedelta(hours=1)), START, 300, 30)
+    now = START + timedelta(seconds=3600 - 200)
+    assert decide(now, cached, now + timedelta(microseconds=1)) is Decision.USE
+    assert decide(now, cached, now) is Decision.REFRESH_IN_BACKGROUND
+
+
+def test_a_closed_refresher_starts_again_on_demand(
+    fixed: Refresher, clock: FakeClock, scripted: Callable[..., tuple[Script, Scripted]]
+) -> None:
+    script, callback = scripted(lifetime=1.0)
+    refreshable = S3Credentials.Refreshable(callback)
+    assert fixed.get_blocking(refreshable).access_key_id == "AKID1"
+    fixed.close()
+    clock.advance(1.0)  # expired: the next get refreshes
+    assert fixed.get_blocking(refreshable).access_key_id == "AKID2"
+    assert script.calls == 2
+
+
+def test_after_fork_the_child_starts_afresh(
+    fixed: Refresher,
+    clock: FakeClock,
+    scripted: Callable[..., tuple[Script, Scripted]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the ``os.register_at_fork`` hook does in a child, run here on one refresher (the
+    fork itself is tested in test_refresher.py, out of the mutation run's sight)."""
+    script, callback = scripted(lifetime=1.0)
+    refreshable = S3Credentials.Refreshable(callback)
+    fixed.get_blocking(refreshable)
+    parent_loop, parent_thread = fixed._loop, fixed._thread
+    assert parent_loop is not None
+    assert parent_thread is not None
+    monkeypatch.setattr(_refresher, "_live", weakref.WeakSet([fixed]))
+    monkeypatch.setattr(_refresher, "_default_lock", threading.Lock())
+    old_lock = _refresher._default_lock
+    try:
+        _refresher._after_fork_in_child()
+        assert _refresher._default_lock is not old_lock
+        with _refresher._default_lock:
+            pass
+        clock.advance(1.0)
+        # the "child" keeps its statistics and refreshes on a loop of its own
+        assert fixed.get_blocking(refreshable).access_key_id == "AKID2"
+        assert fixed._thread is not parent_thread
+        assert fixed.stats(callback).calls == 2 == script.calls
+    finally:  # the parent's loop, forgotten by the "child", is still ours to stop
+        parent_loop.call_soon_threadsafe(parent_loop.stop)
+        parent_thread.join(timeout=10)
+        parent_loop.close()
