@@ -124,7 +124,10 @@ MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
             "tests/test_s3.py::test_lean_get_matches_botocore_byte_for_byte",
         ),
     ),
-    "_refresher": ("icechunk_storage/_refresher.py", ("tests/test_refresher.py",)),
+    "_refresher": (
+        "icechunk_storage/_refresher.py",
+        ("tests/test_core_refresher.py", "tests/test_refresher.py"),
+    ),
     "_integrity": (
         "icechunk_storage/_transport/_integrity.py",
         ("tests/test_core_integrity.py",),
