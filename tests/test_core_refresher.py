@@ -339,7 +339,9 @@ def test_close_stops_the_loop_thread_without_waiting_for_a_callback(
     clock.advance(3600 - 200)
     assert asyncio.run(handle.get()) == current  # and a refresh starts in the background
     wait_until(lambda: script.calls == 1)
-    assert _loop_threads() - before
+    started = _loop_threads() - before
+    assert started
+    assert all(t.daemon for t in started)  # a refresher never keeps a process alive
     closer = threading.Thread(target=fixed.close)
     closer.start()
     closer.join(timeout=5)
