@@ -154,7 +154,8 @@ def mutate(session: nox.Session) -> None:
     ``nox -s mutate -- _keys`` runs one module. Each module runs in its own copy under
     ``.mutate/<name>/`` (mutmut's ``mutants/`` lives there) with ``--max-children 1``.
     A module passes at 90% of its mutants killed or listed as equivalent, with the reason,
-    in mutation-equivalents.md. Run it niced: ``nice -n 15 nox -s mutate -- _keys``.
+    in mutation-equivalents.md. Run it niced: ``nice -n 15 nox -s mutate -- _keys``, or in an
+    existing environment that has mutmut: ``nice -n 15 nox --no-venv --no-install -s mutate``.
     """
     session.install("-e", ".[test,mutate]")
     names = session.posargs or list(MUTATION_TARGETS)
