@@ -5,8 +5,12 @@ Environments are built with uv when present."""
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
+import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
@@ -106,6 +110,126 @@ def bench(session: nox.Session) -> None:
     )
     if repo_keys != "0":
         session.run("python", "-m", "benchmarks.repo_scale", "--keys", repo_keys)
+
+
+MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # name: (module, its own tests): fast, server-free tests only.
+    "_keys": ("icechunk_storage/_keys.py", ("tests/test_core_keys.py", "tests/test_foundation.py")),
+    "_fetch": (
+        "icechunk_storage/_fetch.py",
+        ("tests/test_core_fetch.py", "tests/test_foundation.py"),
+    ),
+    "_retry": (
+        "icechunk_storage/_retry.py",
+        ("tests/test_core_retry.py", "tests/test_foundation.py"),
+    ),
+    "_ranges": (
+        "icechunk_storage/_ranges.py",
+        ("tests/test_core_ranges.py", "tests/test_foundation.py", "tests/test_properties.py"),
+    ),
+    "_sigv4": (
+        "icechunk_storage/_s3/_sigv4.py",
+        (
+            "tests/test_core_sigv4.py",
+            "tests/test_s3.py::test_signer_canonicalization_matches_botocore",
+            "tests/test_s3.py::test_lean_get_matches_botocore_byte_for_byte",
+        ),
+    ),
+    "_refresher": (
+        "icechunk_storage/_refresher.py",
+        ("tests/test_core_refresher.py", "tests/test_refresher.py"),
+    ),
+    "_integrity": (
+        "icechunk_storage/_transport/_integrity.py",
+        ("tests/test_core_integrity.py",),
+    ),
+    "_proxy": (
+        "icechunk_storage/_transport/_proxy.py",
+        (
+            "tests/test_core_proxy.py",
+            "tests/test_transport_hostile.py::test_no_proxy_matches_ipv6_literals_domains_and_cidr",
+        ),
+    ),
+}
+"""What ``nox -s mutate`` mutates, each module against its own tests only."""
+
+MUTATION_EQUIVALENTS = Path("mutation-equivalents.md")
+_MUTANT_NAME = re.compile(r"icechunk_storage\.[\w.]+__mutmut_\d+")
+_DETECTED = {1, 3, 24, -24, 36, 152, 255}  # mutmut's exit codes for killed and timed out
+
+
+@nox.session
+def mutate(session: nox.Session) -> None:
+    """Mutation testing of the shared core with mutmut (see ``MUTATION_TARGETS``).
+
+    ``nox -s mutate -- _keys`` runs one module. Each module runs in its own copy under
+    ``.mutate/<name>/`` (mutmut's ``mutants/`` lives there) with ``--max-children 1``.
+    A module passes at 90% of its mutants killed or listed as equivalent, with the reason,
+    in mutation-equivalents.md. Run it niced: ``nice -n 15 nox -s mutate -- _keys``, or in an
+    existing environment that has mutmut: ``nice -n 15 nox --no-venv --no-install -s mutate``.
+    """
+    session.install("-e", ".[test,mutate]")
+    names = session.posargs or list(MUTATION_TARGETS)
+    unknown = sorted(set(names) - set(MUTATION_TARGETS))
+    if unknown:
+        session.error(f"Unknown module(s) {unknown}; choose from {sorted(MUTATION_TARGETS)}.")
+    equivalents = _listed_equivalents(MUTATION_EQUIVALENTS.read_text())
+    failed = []
+    for name in names:
+        module, tests = MUTATION_TARGETS[name]
+        workdir = _mutation_workdir(name, module, tests)
+        with session.chdir(workdir):
+            session.run("mutmut", "run", "--max-children", "1", external=True)
+        score = _mutation_score(session, workdir / "mutants" / f"{module}.meta", equivalents)
+        if score < 0.9:
+            failed.append(f"{name} ({score:.0%})")
+    if failed:
+        session.error(f"Below 90% killed or equivalent: {', '.join(failed)}.")
+
+
+def _listed_equivalents(text: str) -> set[str]:
+    """Mutant names in the "## Equivalent mutants" section (not the untested survivors)."""
+    section = text.partition("\n## Equivalent mutants\n")[2].partition("\n## ")[0]
+    return set(_MUTANT_NAME.findall(section))
+
+
+def _mutation_workdir(name: str, module: str, tests: tuple[str, ...]) -> Path:
+    """A fresh copy of the package and tests whose [tool.mutmut] mutates ``module`` only."""
+    workdir = Path(".mutate") / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    skip = shutil.ignore_patterns("__pycache__", ".hypothesis")
+    for directory in ("icechunk_storage", "tests"):
+        shutil.copytree(directory, workdir / directory, ignore=skip)
+    pyproject = Path("pyproject.toml").read_text()
+    header = "[tool.mutmut]\n"
+    if pyproject.count(header) != 1:
+        raise RuntimeError("pyproject.toml needs exactly one [tool.mutmut] table.")
+    selection = (
+        f"only_mutate = {json.dumps([module])}\n"
+        f"pytest_add_cli_args_test_selection = {json.dumps(list(tests))}\n"
+    )
+    (workdir / "pyproject.toml").write_text(pyproject.replace(header, header + selection))
+    return workdir
+
+
+def _mutation_score(session: nox.Session, meta: Path, equivalents: set[str]) -> float:
+    """Log and return (killed + listed equivalents) / mutants for one module's results."""
+    exit_codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    killed = {name for name, code in exit_codes.items() if code in _DETECTED}
+    survivors = set(exit_codes) - killed
+    equivalent = survivors & equivalents
+    stale = {name for name in equivalents & set(exit_codes) if name in killed}
+    session.log(
+        f"{meta.name[: -len('.meta')]}: {len(killed)} of {len(exit_codes)} killed, "
+        f"{len(equivalent)} listed as equivalent, "
+        f"score {(len(killed) + len(equivalent)) / max(len(exit_codes), 1):.1%}"
+    )
+    for name in sorted(survivors - equivalent):
+        session.log(f"  survived: {name} (mutmut show {name})")
+    for name in sorted(stale):
+        session.warn(f"  listed as equivalent but killed: {name}")
+    return (len(killed) + len(equivalent)) / max(len(exit_codes), 1)
 
 
 def _pytest(session: nox.Session, default: list[str] | None = None) -> None:
