@@ -15,8 +15,10 @@ reading again and re-applying; nothing is ever written over a version we did not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,9 +27,12 @@ from .._errors import (
     AlreadyExistsError,
     ConditionFailedError,
     ConfigurationError,
+    NotSupportedByServerError,
     ObjectNotFoundError,
+    PreconditionFailedError,
     ReadOnlyStorageError,
     RetriesExhaustedError,
+    StorageError,
     TransientError,
 )
 from .._loops import LoopLocal
@@ -159,6 +164,55 @@ def _apply_settings(
     return storage.with_settings(merged)
 
 
+_PROBE_PREFIX = "conditions-probe-"
+_UNSAFE_HINT = (
+    "pass RepositoryConfig(storage=StorageSettings(unsafe_use_conditional_create=False, "
+    "unsafe_use_conditional_update=False)) for a store without conditional writes, and "
+    "accept that concurrent commits can then overwrite each other"
+)
+
+
+async def _check_conditions_honoured(storage: Storage) -> None:
+    """Before a repository is created: does the store really honour the conditional writes
+    the settings rely on? A store that ignores them would let concurrent commits overwrite
+    each other without anyone knowing; one that rejects them would fail every commit. Both are
+    refused here, naming the settings that accept the risk. Three small writes and a delete
+    of a probe object; skipped when the unsafe settings already say the store has none."""
+    settings = storage.settings
+    if not (settings.conditional_create or settings.conditional_update):
+        return
+    probe = _PROBE_PREFIX + uuid.uuid4().hex
+    ignored: list[str] = []
+    try:
+        first = await storage.put(probe, b"first")
+        if settings.conditional_create:
+            try:
+                await storage.put(probe, b"second", mode="create")
+                ignored.append("create (If-None-Match: *)")
+            except AlreadyExistsError:
+                pass
+        if settings.conditional_update:
+            await storage.put(probe, b"third")  # `first` is stale now
+            try:
+                await storage.put(probe, b"fourth", mode=first)
+                ignored.append("update (If-Match)")
+            except PreconditionFailedError:
+                pass
+    except NotSupportedByServerError as exc:
+        raise ConfigurationError(
+            f"{storage!r} rejects conditional writes ({exc}); {_UNSAFE_HINT}."
+        ) from exc
+    finally:
+        with contextlib.suppress(StorageError):
+            await storage.delete(probe)
+    if ignored:
+        raise ConfigurationError(
+            f"{storage!r} ignores conditional writes: a conditional "
+            f"{' and a conditional '.join(ignored)} succeeded where they must fail. Commits "
+            f"there could overwrite each other; {_UNSAFE_HINT}."
+        )
+
+
 class Repository:
     """A version-controlled repository of keys and values on a :class:`Storage`.
 
@@ -232,6 +286,7 @@ class Repository:
         if not storage.capabilities.can_write:
             raise ReadOnlyStorageError(f"Cannot create a repository on read-only {storage!r}.")
         await _check_clean(storage)
+        await _check_conditions_honoured(storage)
         repo = cls(storage, config, _private=True)
         initial = Snapshot(
             info=SnapshotInfo(
