@@ -114,7 +114,10 @@ def bench(session: nox.Session) -> None:
 
 MUTATION_TARGETS: dict[str, tuple[str, tuple[str, ...]]] = {
     # name: (module, its own tests): fast, server-free tests only.
-    "_keys": ("icechunk_storage/_keys.py", ("tests/test_core_keys.py", "tests/test_foundation.py")),
+    "_keys": (
+        "icechunk_storage/_keys.py",
+        ("tests/test_core_keys.py", "tests/test_keys_fuzz.py", "tests/test_foundation.py"),
+    ),
     "_fetch": (
         "icechunk_storage/_fetch.py",
         ("tests/test_core_fetch.py", "tests/test_foundation.py"),
