@@ -27,6 +27,7 @@ GCS semantics:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -127,6 +128,25 @@ def _timestamp(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+class _StoredOtherBytesError(StorageError):
+    """A finished upload holds other bytes than were sent (not retried)."""
+
+    def __init__(self, message: str, version: VersionInfo) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+def _persisted_bytes(response: Response) -> int | None:
+    """How many bytes a resumable session holds, from a 308's ``Range: bytes=0-N``."""
+    if response.status != 308:
+        return None
+    value = response.headers.get("range")
+    if value is None:
+        return 0
+    match = re.fullmatch(r"bytes=0-(\d{1,19})", value.strip())
+    return int(match.group(1)) + 1 if match else None
 
 
 def _resource_version(resource: Mapping[str, Any]) -> VersionInfo:
@@ -453,13 +473,29 @@ class GcsStorage(BaseStorage):
             resource["storageClass"] = storage_class
         return resource
 
-    def _written(self, response: Response, operation: str, path: str, mode: object) -> VersionInfo:
+    def _written(
+        self,
+        response: Response,
+        operation: str,
+        path: str,
+        mode: object,
+        size: int | None = None,
+    ) -> VersionInfo:
         what = self._what(operation, path)
         if response.status not in (200, 201):
             raise self._fail(response, operation, path, mode=mode)
         resource = _json(response, what)
         if resource.get("name") != path:
             raise TransientError(f"{what}: the server confirmed another object.")
+        stored = resource.get("size")
+        if size is not None and stored is not None and str(stored) != str(size):
+            # The server kept other bytes than we sent (a resent chunk appended twice):
+            # never report success, nor let the write-id read-back take it for our write.
+            raise _StoredOtherBytesError(
+                f"{what}: the server stored {stored} bytes for a {size}-byte upload; the "
+                "object it made was deleted.",
+                _resource_version(resource),
+            )
         return _resource_version(resource)
 
     async def _put_object(
@@ -552,6 +588,16 @@ class GcsStorage(BaseStorage):
             )
         if response.status not in (200, 201, 308):
             raise self._fail(response, "put", path)
+        persisted = _persisted_bytes(response)
+        if persisted is not None and persisted != start + len(body):
+            # The session holds other bytes than we sent: a chunk stored twice (as
+            # fake-gcs-server does with a resent chunk) or lost. Not retried (a resend would
+            # append again): the base aborts the upload and the put fails.
+            raise StorageError(
+                f"{self._what('put', path)}: after the part at byte {start} the resumable "
+                f"session holds {persisted} bytes, expected {start + len(body)}; the upload "
+                "was abandoned."
+            )
         return start + len(body)
 
     async def _multipart_complete(
@@ -576,7 +622,19 @@ class GcsStorage(BaseStorage):
             raise MultipartUploadVanishedError(
                 f"The resumable upload of {self._key(path)!r} is gone."
             )
-        return self._written(response, "put", path, mode)
+        try:
+            return self._written(response, "put", path, mode, size=total)
+        except _StoredOtherBytesError as exc:
+            # Only this very object (its generation) goes, never a newer one.
+            with contextlib.suppress(StorageError):
+                generation = exc.version.generation or "0"
+                await self._send(
+                    "DELETE",
+                    f"{self._object_path(path)}?ifGenerationMatch={generation}",
+                    write=True,
+                    what=self._what("delete", path),
+                )
+            raise
 
     async def _multipart_abort(self, path: str, upload: str) -> None:
         # GCS answers a cancelled session with 499; anything is fine here, best effort.
