@@ -19,12 +19,13 @@ from icechunk_storage._ranges import (
 )
 from icechunk_storage._transport._integrity import (
     BodyPlan,
+    PlannedTransport,
     ReadPlan,
     RequestPlan,
     Sink,
     describe_range,
 )
-from icechunk_storage._transport._model import DISCARD_LIMIT, ERROR_BODY_CAP, Response
+from icechunk_storage._transport._model import DISCARD_LIMIT, ERROR_BODY_CAP, Request, Response
 
 OBJECT = bytes(range(256)) * 4  # 1024 distinct-ish bytes
 MODES = ["feed-1", "feed-7", "feed-10", "feed-all", "buffer-1", "buffer-7", "buffer-all"]
@@ -475,3 +476,57 @@ def test_base_plan_is_abstract() -> None:
         plan.on_head(200, {}, 0)
     with pytest.raises(NotImplementedError):
         plan.finish(200, {}, Sink(length=0))
+
+
+# --- PlannedTransport: the plan and the deadline size each request gets --------------------
+
+
+class _Recording(PlannedTransport):
+    """Records what ``_send`` is handed, and answers through the plan like the mock does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, type, str, int]] = []
+
+    async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
+        self.sent.append((request.method, type(plan), what, size))
+        sink = plan.on_head(200, {}, 3)
+        sink.feed(b"abc")
+        return plan.finish(200, {}, sink)
+
+    async def aclose(self) -> None:
+        pass
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+
+async def test_planned_transport_hands_each_request_its_plan_and_size() -> None:
+    transport = _Recording()
+    put = await transport.request(Request("PUT", "/k", {"host": "h"}, b"12345"), what="put")
+    assert bytes(put.body) == b"abc"
+    await transport.request(Request("GET", "/list", {"host": "h"}), what="list", max_body=9)
+    whole = await transport.read(Request("GET", "/k", {"host": "h"}), None, what="get")
+    assert bytes(whole.body) == b"abc"
+    await transport.read(Request("GET", "/k", {"host": "h"}), RangeByteRequest(0, 3), what="ranged")
+    into = memoryview(bytearray(7))
+    await transport.read(Request("GET", "/k", {"host": "h"}), None, what="into", into=into)
+    await transport.read(Request("GET", "/k", {"host": "h"}), OffsetByteRequest(1), what="open")
+    assert transport.sent == [
+        ("PUT", RequestPlan, "put", 5),  # a body: its size scales the deadline
+        ("GET", RequestPlan, "list", 0),
+        ("GET", ReadPlan, "get", 0),  # the size is learnt from the head
+        ("GET", ReadPlan, "ranged", 3),
+        ("GET", ReadPlan, "into", 7),  # the caller's buffer says how much is expected
+        ("GET", ReadPlan, "open", 0),
+    ]
+
+
+async def test_planned_transport_caps_non_read_bodies_at_max_body() -> None:
+    class Big(_Recording):
+        async def _send(self, request: Request, plan: BodyPlan, what: str, size: int) -> Response:
+            plan.on_head(200, {}, 100)
+            raise AssertionError("a 100-byte body must be refused when max_body is 9")
+
+    with pytest.raises(ResponseIntegrityError, match="9 bytes"):
+        await Big().request(Request("GET", "/x", {"host": "h"}), what="x", max_body=9)
