@@ -111,11 +111,16 @@ response (underscores because Azure refuses dashes; S3 lowercases keys)."""
 @attrs.frozen
 class ListPage:
     """One page of a listing, as a backend returns it: keys are full paths, ``prefixes``
-    (only for a delimited listing) end with "/", ``next_token`` is None on the last page."""
+    (only for a delimited listing) end with "/", ``next_token`` is None on the last page.
+
+    A backend that builds many ObjectInfos per page may cut the storage prefix off their keys
+    itself (``_key_cut`` characters) and say so with ``keys_relative``: the base then hands
+    them out as they are instead of building each one a second time."""
 
     objects: builtins.list[ObjectInfo]
     prefixes: builtins.list[str] = attrs.field(factory=list)
     next_token: str | None = None
+    keys_relative: bool = False
 
 
 def check_put_data(data: object) -> None:
@@ -654,6 +659,11 @@ class BaseStorage(Storage):
 
     # --- listing ---------------------------------------------------------------------------
 
+    @property
+    def _key_cut(self) -> int:
+        """How many characters the storage prefix (and its "/") adds in front of each key."""
+        return len(self._prefix) + 1 if self._prefix else 0
+
     def _list_path_prefix(self, prefix: str) -> str:
         relative = normalize_list_prefix(prefix)
         if not self._prefix:
@@ -662,18 +672,25 @@ class BaseStorage(Storage):
 
     async def list(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
         path_prefix = self._list_path_prefix(prefix)
-        cut = len(self._prefix) + 1 if self._prefix else 0
+        cut = self._key_cut
         async for page in self._pages(prefix, path_prefix, None):
-            for info in page.objects:
-                yield _relative(info, cut)
+            if page.keys_relative:
+                for info in page.objects:
+                    yield info
+            else:
+                for info in page.objects:
+                    yield _relative(info, cut)
 
     async def list_dir(self, prefix: str = "") -> ListResult:
         path_prefix = self._list_path_prefix(prefix)
-        cut = len(self._prefix) + 1 if self._prefix else 0
+        cut = self._key_cut
         objects: builtins.list[ObjectInfo] = []
         prefixes: builtins.list[str] = []
         async for page in self._pages(prefix, path_prefix, "/"):
-            objects.extend(_relative(info, cut) for info in page.objects)
+            if page.keys_relative:
+                objects.extend(page.objects)
+            else:
+                objects.extend(_relative(info, cut) for info in page.objects)
             prefixes.extend(p[cut:] for p in page.prefixes)
         return ListResult(objects=objects, prefixes=sorted(set(prefixes)))
 

@@ -49,9 +49,14 @@ def _decode(text: str) -> str:
 
 
 def parse_list_page(
-    body: bytes | bytearray | memoryview, path_prefix: str, delimiter: str | None, what: str
+    body: bytes | bytearray | memoryview,
+    path_prefix: str,
+    delimiter: str | None,
+    what: str,
+    cut: int,
 ) -> ListPage:
-    """One ListObjectsV2 page (``encoding-type=url``) as a :class:`ListPage`."""
+    """One ListObjectsV2 page (``encoding-type=url``) as a :class:`ListPage` whose object
+    keys have their first ``cut`` characters (the storage prefix) cut off, checked first."""
     data = bytes(body)
     if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
         raise ResponseIntegrityError(f"{what}: the listing carries a document type declaration.")
@@ -67,39 +72,42 @@ def parse_list_page(
     prefixes: list[str] = []
     parse_time = _dt.datetime.fromisoformat
     try:
-        for entry in root.iterfind(_CONTENTS):  # C loops: a few µs a key
-            key = entry.findtext(_KEY)
-            if key is None:
-                raise ValueError("an entry without a Key")
-            if "%" in key or "+" in key:
-                key = _decode(key)
-            if not key.startswith(path_prefix):
-                raise ValueError(f"key {key!r} is not under the prefix asked for")
-            size = int(entry.findtext(_SIZE) or 0)
-            if size < 0:
-                raise ValueError(f"negative size {size}")
-            modified = entry.findtext(_MODIFIED)
-            when = parse_time(modified) if modified else None
-            if when is not None and when.tzinfo is None:
-                when = when.replace(tzinfo=_UTC)
-            append(ObjectInfo(key, size, when, VersionInfo(entry.findtext(_ETAG))))
-        for entry in root.iterfind(_COMMON):
-            found = entry.findtext(_PREFIX)
-            if found is None:
-                raise ValueError("a common prefix without a Prefix")
-            prefix = _decode(found)
-            if delimiter is None or not (
-                prefix.startswith(path_prefix) and prefix.endswith(delimiter)
-            ):
-                raise ValueError(f"common prefix {prefix!r} was not asked for")
-            prefixes.append(prefix)
+        for entry in root:  # a C loop over the children; findtext is C too
+            tag = entry.tag
+            if tag == _CONTENTS:
+                key = entry.findtext(_KEY)
+                if key is None:
+                    raise ValueError("an entry without a Key")
+                if "%" in key or "+" in key:
+                    key = _decode(key)
+                if not key.startswith(path_prefix):
+                    raise ValueError(f"key {key!r} is not under the prefix asked for")
+                size = int(entry.findtext(_SIZE) or 0)
+                if size < 0:
+                    raise ValueError(f"negative size {size}")
+                modified = entry.findtext(_MODIFIED)
+                when = parse_time(modified) if modified else None
+                if when is not None and when.tzinfo is None:
+                    when = when.replace(tzinfo=_UTC)
+                append(ObjectInfo(key[cut:], size, when, VersionInfo(entry.findtext(_ETAG))))
+            elif tag == _COMMON:
+                found = entry.findtext(_PREFIX)
+                if found is None:
+                    raise ValueError("a common prefix without a Prefix")
+                prefix = _decode(found)
+                if delimiter is None or not (
+                    prefix.startswith(path_prefix) and prefix.endswith(delimiter)
+                ):
+                    raise ValueError(f"common prefix {prefix!r} was not asked for")
+                prefixes.append(prefix)
     except ValueError as exc:
         raise ResponseIntegrityError(f"{what}: bad listing ({exc}).") from None
     truncated = (root.findtext(_TRUNCATED) or "").strip() == "true"
     token = root.findtext(_NEXT) or None
     if truncated and token is None:
         raise ResponseIntegrityError(f"{what}: a truncated listing without a continuation token.")
-    return ListPage(objects=objects, prefixes=prefixes, next_token=token if truncated else None)
+    next_token = token if truncated else None
+    return ListPage(objects=objects, prefixes=prefixes, next_token=next_token, keys_relative=True)
 
 
 def head_info(path: str, headers: dict[str, str], what: str) -> ObjectInfo:

@@ -659,7 +659,9 @@ class S3Storage(BaseStorage):
             query=list_query(path_prefix, self._list_page_size, token, delimiter),
             max_body=MAX_PAGE_BYTES,
         )
-        return parse_list_page(response.body, path_prefix, delimiter, context.describe())
+        return parse_list_page(
+            response.body, path_prefix, delimiter, context.describe(), self._key_cut
+        )
 
     async def _delete_objects(
         self, paths: list[str]
