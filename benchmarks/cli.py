@@ -72,6 +72,7 @@ _HELP = {
     "put_count": "writes: number of PUTs",
     "put_size_kib": "writes: object size in KiB",
     "create_count": "conditional create: number of PUTs (moto)",
+    "fresh_copies": "put-fresh: unpickled copies, each written 4 times",
     "list_count": "listing: number of keys (moto)",
     "list_repeats": "listing: listings per timed run",
     "net_rtt_ms": "net-*: snailmail's fixed delay per request, ms",

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import pickle
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -194,6 +195,17 @@ class Client:
         """List every key under ``prefix/`` (recursively); return how many."""
         raise Unsupported("list")
 
+    def fresh_copy(self) -> Any:
+        """A pickled and unpickled copy of this client's store, as a dask worker gets one
+        per task: ``put_to(copy, key, data)`` writes through it."""
+        raise Unsupported("pickling the store")
+
+    async def put_to(self, copy: Any, key: str, data: bytes) -> None:
+        raise Unsupported("put")
+
+    async def close_copy(self, copy: Any) -> None:
+        """Release what a ``fresh_copy`` built (nothing, for most stores)."""
+
     def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
         """A picklable zarr v3 Store rooted at ``prefix`` in the target (for dask)."""
         raise Unsupported("zarr store")
@@ -320,6 +332,15 @@ class Ours(Client):
             count += 1
         return count
 
+    def fresh_copy(self) -> Any:
+        return pickle.loads(pickle.dumps(self.storage))
+
+    async def put_to(self, copy: Any, key: str, data: bytes) -> None:
+        await copy.put(key, data)
+
+    async def close_copy(self, copy: Any) -> None:
+        await copy.aclose()
+
     def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
         from icechunk_storage.zarr import ZarrStore
 
@@ -422,6 +443,14 @@ class Obstore(Client):
         async for batch in obstore.list(self.store, prefix=prefix):
             count += len(batch)
         return count
+
+    def fresh_copy(self) -> Any:
+        return pickle.loads(pickle.dumps(self.store))
+
+    async def put_to(self, copy: Any, key: str, data: bytes) -> None:
+        import obstore
+
+        await obstore.put_async(copy, key, data)
 
     def zarr_store(self, prefix: str, *, read_only: bool = False) -> Any:
         from obstore.store import S3Store

@@ -151,7 +151,33 @@ def check_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
             ok = ours_cpu <= 0.5 * peer_cpu
             detail = f"CPU/GET {ours_cpu:.0f} vs {peer_cpu:.0f} µs ({ours_cpu / peer_cpu:.2f}x)"
         targets.append(_target("P1 Azure: CPU/GET ≤ 0.5 x obstore AzureStore", ok, detail))
+    targets.extend(_write_targets(workloads))
     targets.extend(_net_targets(workloads))
+    return targets
+
+
+def _write_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Issue 17's write and listing targets: client CPU against obstore in the same run."""
+    targets: list[dict[str, Any]] = []
+    for workload, metric, factor, name in (
+        ("put", "cpu_us_per_put", 1.0, "put: CPU/PUT ≤ obstore"),
+        ("put-create", "cpu_us_per_put", 1.0, "put-create: CPU/conditional create ≤ obstore"),
+        ("list", "cpu_us_per_key", 1.5, "list: CPU/listed key ≤ 1.5 x obstore"),
+    ):
+        if workload not in workloads:
+            continue
+        ours_cpu = _median(workloads, workload, "ours", metric)
+        peer_cpu = _median(workloads, workload, "obstore", metric)
+        ok, detail = None, "ours or obstore did not run"
+        if ours_cpu is not None and peer_cpu:
+            ok = ours_cpu <= factor * peer_cpu
+            detail = f"{ours_cpu:,.1f} vs {peer_cpu:,.1f} µs ({ours_cpu / peer_cpu:.2f}x)"
+        targets.append(_target(name, ok, detail))
+    if "put-fresh" in workloads:
+        extra = _median(workloads, "put-fresh", "ours", "first_extra_us")
+        ok = None if extra is None else extra <= 2000
+        detail = "ours did not run" if extra is None else f"+{extra:,.0f} µs"
+        targets.append(_target("put-fresh: first PUT of an unpickled copy ≤ +2 ms CPU", ok, detail))
     return targets
 
 

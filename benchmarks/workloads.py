@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -60,6 +61,7 @@ class Options:
     put_count: int = 500
     put_size_kib: int = 16
     create_count: int = 200
+    fresh_copies: int = 20
     list_count: int = 2000
     list_repeats: int = 3
     net_rtt_ms: float = 20.0
@@ -784,6 +786,54 @@ class ConditionalPuts(SmallPuts):
         return self.options.create_count
 
 
+class FreshPuts(Workload):
+    """What a dask task pays: the store is unpickled, then written once; the first PUT's
+    client CPU against the same copy's later PUTs (issue 17: at most 2 ms more)."""
+
+    id = "put-fresh"
+    title = "First PUT of a freshly unpickled store vs its later PUTs"
+    server = "s3rver"
+    metrics = (
+        Metric("first_extra_us", "first PUT's extra CPU", "µs", "lower", fmt="{:,.0f}"),
+        Metric("first_put_us", "first PUT CPU", "µs", "lower", fmt="{:,.0f}"),
+        Metric("later_put_us", "later PUT CPU", "µs", "lower", fmt="{:,.0f}"),
+        Metric("unpickle_us", "unpickle CPU", "µs", "lower", fmt="{:,.0f}"),
+    )
+    default_clients = ("ours", "obstore")
+
+    def params(self) -> dict[str, Any]:
+        return {"copies": self.options.fresh_copies, "size_kib": self.options.put_size_kib}
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        assert slot.client is not None
+        client, later_puts = slot.client, 3
+        payload = os.urandom(self.options.put_size_kib * KIB)
+        tag = f"fresh/{slot.cls.id}/{round_index}/{uuid.uuid4().hex[:8]}"
+        await client.put_small([(f"{tag}/warm", payload)], create=False)  # the pool is warm
+        firsts, laters, unpickles = [], [], []
+        for copy_index in range(self.options.fresh_copies):
+            with Meter(None) as unpickled:
+                copy = client.fresh_copy()
+            unpickles.append(unpickled.cpu_s)
+            try:
+                with Meter(None) as first:
+                    await client.put_to(copy, f"{tag}/{copy_index}/0", payload)
+                firsts.append(first.cpu_s)
+                for index in range(1, later_puts + 1):
+                    with Meter(None) as later:
+                        await client.put_to(copy, f"{tag}/{copy_index}/{index}", payload)
+                    laters.append(later.cpu_s)
+            finally:
+                await client.close_copy(copy)
+        first_s, later_s = statistics.median(firsts), statistics.median(laters)
+        return {
+            "first_extra_us": (first_s - later_s) * 1e6,
+            "first_put_us": first_s * 1e6,
+            "later_put_us": later_s * 1e6,
+            "unpickle_us": statistics.median(unpickles) * 1e6,
+        }
+
+
 class Listing(Workload):
     id = "list"
     title = "Listing: list N keys under a prefix"
@@ -1177,6 +1227,7 @@ WORKLOADS: tuple[type[Workload], ...] = (
     RefreshingCredentials,
     SmallPuts,
     ConditionalPuts,
+    FreshPuts,
     Listing,
     SmallGetsAzure,
     LargeRangesAzure,

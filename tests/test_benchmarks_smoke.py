@@ -143,7 +143,7 @@ def test_report_outputs(run: dict[str, Any]) -> None:
     for workload_id in WORKLOADS:
         assert f"### {workload_id}:" in run["_stdout"]
     texts = {target["text"].split(":")[0] for target in run["targets"]}
-    assert {"p3-local", "p3-memory", "P4"} <= texts
+    assert {"p3-local", "p3-memory", "P4", "list", "put-create"} <= texts
     if _installed("matplotlib"):
         assert run["_png"].stat().st_size > 1000
 
