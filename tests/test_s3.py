@@ -41,6 +41,7 @@ from icechunk_storage import (
     RangeByteRequest,
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
+    Repository,
     RetriesExhaustedError,
     S3Credentials,
     S3Options,
@@ -611,6 +612,13 @@ _EMPTY_LISTING = (
 )
 
 
+_COPY_RESULT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult '
+    b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LastModified>2024-01-01T00:00:00.000Z'
+    b"</LastModified><ETag>&quot;0123&quot;</ETag></CopyObjectResult>"
+)
+
+
 def _answer(request: Any) -> Any:
     from icechunk_storage._transport._mock import MockResponse
 
@@ -618,6 +626,8 @@ def _answer(request: Any) -> Any:
         return MockResponse(200, {"content-type": "application/xml"}, _EMPTY_LISTING)
     if request.method == "DELETE":
         return MockResponse(204)
+    if "x-amz-copy-source" in request.headers:
+        return MockResponse(200, {"content-type": "application/xml"}, _COPY_RESULT)
     return MockResponse(200, {"etag": '"0123"', "content-length": "0"})
 
 
@@ -627,8 +637,9 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
     config: tuple[Any, ...], checksum: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PutObject (plain, create, If-Match, content type, metadata with the write id, storage
-    class, checksums), HeadObject, ListObjectsV2 (delimiter, continuation token) and
-    DeleteObject: URL, signed headers, signature and payload hash equal botocore's."""
+    class, checksums), HeadObject, ListObjectsV2 (delimiter, continuation token),
+    DeleteObject and CopyObject (plain and conditional, the source key encoded as botocore
+    encodes a CopySource): URL, signed headers, signature and payload hash equal botocore's."""
     import botocore.auth
     import botocore.session
     from botocore.config import Config
@@ -681,7 +692,8 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
     client.meta.events.register("before-send.s3", _normalise_unsigned)  # as ours is set up
     client.meta.events.register("before-send.s3", _capture)
     extra = {"ChecksumAlgorithm": checksum.upper()} if checksum else {}
-    write_extra = {**extra, "RequestPayer": "requester"} if requester_pays else extra
+    payer = {"RequestPayer": "requester"} if requester_pays else {}
+    write_extra = {**extra, **payer}
 
     async def ours(key: str) -> None:
         await storage.put(key, b"body", content_type="application/x", metadata={"ic_kind": "a"})
@@ -691,6 +703,9 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
         await storage._list_page(f"{key}/", None, None)
         await storage._list_page("", "/", "tok+en/=x")
         await storage.delete(key)
+        copied = await storage.copy(key, f"chunks/{key}", if_version=VersionInfo(etag='"abc"'))
+        assert copied == VersionInfo(etag='"0123"')
+        await storage.copy(f"chunks/{key}", key)
 
     def write_id(index: int) -> str:
         sent = transport.requests[index].headers
@@ -739,6 +754,25 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
                 {"Prefix": "", "MaxKeys": 1000, "ContinuationToken": "tok+en/=x", "Delimiter": "/"},
             ),
             ("delete_object", {"Key": key}),
+            (
+                "copy_object",
+                {
+                    "Key": f"chunks/{key}",
+                    "CopySource": {"Bucket": bucket, "Key": key},
+                    "CopySourceIfMatch": "abc",
+                    "StorageClass": "ONEZONE_IA",
+                    **payer,
+                },
+            ),
+            (
+                "copy_object",
+                {
+                    "Key": key,
+                    "CopySource": {"Bucket": bucket, "Key": f"chunks/{key}"},
+                    **klass,
+                    **payer,
+                },
+            ),
         ]
 
     for key in TRICKY_KEYS:
@@ -999,6 +1033,31 @@ async def test_a_server_cannot_tell_which_path_sent_a_request(
         await both(
             lambda: storage.get("chunks/a b"), lambda: client.get_object(Bucket=bucket, Key=key)
         )
+        current = (await storage.head("chunks/a b")).version
+        assert current.etag is not None
+        if_match = current.etag.strip('"')
+        payer = {"RequestPayer": "requester"} if options.get("requester_pays") else {}
+        copy_to = "meta/c d+é%~"
+        await both(
+            lambda: storage.copy("chunks/a b", copy_to, if_version=current),
+            lambda: client.copy_object(
+                Bucket=bucket,
+                Key=f"p/{copy_to}",
+                CopySource={"Bucket": bucket, "Key": key},
+                CopySourceIfMatch=if_match,
+                **payer,
+            ),
+        )
+        assert (pairs[-1][0].status, pairs[-1][1].status) == (200, 200)  # both copied
+        await both(
+            lambda: storage.copy(copy_to, "chunks/a b"),
+            lambda: client.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": f"p/{copy_to}"},
+                **payer,
+            ),
+        )
         await storage.put("z", b"")
         storage._list_page_size = 1
         page = await storage._list_page("p/", None, None)
@@ -1019,7 +1078,7 @@ async def test_a_server_cannot_tell_which_path_sent_a_request(
             lambda: client.delete_object(Bucket=bucket, Key=key),
         )
     assert [ours.method for ours, _ in pairs] == [
-        "PUT", "PUT", "PUT", "HEAD", "GET", "GET", "GET", "DELETE"
+        "PUT", "PUT", "PUT", "HEAD", "GET", "PUT", "PUT", "GET", "GET", "DELETE"
     ]  # fmt: skip
     for ours, theirs in pairs:
         seen = (ours.method, ours.path, ours.query)
@@ -1256,9 +1315,10 @@ async def test_from_env_environment_variables(
 async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_shared(
     s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PUT, conditional PUT, GET, HEAD, LIST and DELETE of a fresh (unpickled) storage build
-    neither an aiobotocore client nor its pool; from-env storages of one loop walk botocore's
-    credential chain once, and again when the environment changes."""
+    """PUT, conditional PUT, GET, HEAD, LIST, DELETE, copy and conditional copy of a fresh
+    (unpickled) storage, and a repository's create and commit (which copies the repo info
+    object), build neither an aiobotocore client nor its pool; from-env storages of one loop
+    walk botocore's credential chain once, and again when the environment changes."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     template = make(s3_proxy.url, bucket, access_key_id=None, secret_access_key=None)
@@ -1271,6 +1331,12 @@ async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_share
         assert (await storage.head("k")).size == 1
         assert [i.key async for i in storage.list()] == ["k", "new"]
         await storage.delete("new")
+        copied = await storage.copy("k", "c", if_version=await storage.put("k", b"y"))
+        assert copied == (await storage.head("c")).version
+        await storage.copy("k", "c2")
+        assert bytes((await storage.get("c2")).data) == b"y"
+        for key in ("c", "c2"):
+            await storage.delete(key)
         clients = storage._loops.peek()
         assert clients is not None
         assert (clients._s3, clients.http) == (None, None)  # no SDK client, no aiohttp pool
@@ -1284,6 +1350,16 @@ async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_share
     assert "Credential=OTHERKEY/" in s3_proxy.recorded()[-1].headers["authorization"]
     for storage in (first, second, third):
         await storage.aclose()
+    fresh = pickle.loads(pickle.dumps(make(s3_proxy.url, bucket, prefix="repo")))
+    repo = await Repository.create_async(fresh)
+    session = await repo.writable_session_async("main")
+    await session.storage.put("zarr.json", b"{}")
+    await session.commit_async("one")
+    assert any("x-amz-copy-source" in r.headers for r in s3_proxy.recorded("PUT"))
+    clients = fresh._loops.peek()
+    assert clients is not None
+    assert (clients._s3, clients.http) == (None, None)
+    await fresh.aclose()
 
 
 async def test_from_env_profile_in_shared_files(
@@ -1756,7 +1832,8 @@ async def test_one_pool_per_loop_shared_by_both_request_paths(
     storage = make(s3_proxy.url, bucket)
     await storage.put("k", b"v")
     await storage.get("k")
-    await storage.copy("k", "copied")  # aiobotocore: opens the pool
+    await storage.put("k2", b"v")
+    await storage.delete_many(["k2", "k3"])  # DeleteObjects, aiobotocore: opens the pool
     clients = storage._loops.peek()
     assert clients is not None
     assert clients.http is not None
@@ -1796,7 +1873,7 @@ async def test_pools_of_storages_nobody_closed_are_closed(
     async def use_without_closing() -> None:
         storage = make(moto_server.url, bucket)
         await storage.put("k", b"v")
-        await storage.copy("k", "copied")  # aiobotocore: opens the pool
+        await storage.delete_many(["k2", "k3"])  # DeleteObjects, aiobotocore: opens the pool
         clients = storage._loops.peek()
         assert clients is not None
         seen.append(clients.http)
