@@ -42,6 +42,7 @@ from icechunk_storage import (
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
     Repository,
+    ResponseIntegrityError,
     RetriesExhaustedError,
     S3Credentials,
     S3Options,
@@ -64,6 +65,7 @@ from icechunk_storage import (
 )
 from icechunk_storage._backend import WRITE_ID_METADATA_KEY
 from icechunk_storage._s3._client import _add_headers, _normalise_unsigned
+from icechunk_storage._s3._copy import MAX_COPY_RESULT_BYTES, copy_result_etag
 from icechunk_storage._s3._errors import (
     MultipartUploadVanishedError,
     S3ErrorContext,
@@ -458,6 +460,55 @@ def test_error_mapping(
         assert not isinstance(error, (ConfigurationError, ServerError))  # not retried
     complete = S3ErrorContext("complete_multipart", "k", "bkt", mode="create")
     assert isinstance(error_for_status(404, None, None, complete), MultipartUploadVanishedError)
+
+
+_RESULT_NS = b'<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+
+
+@pytest.mark.parametrize(
+    ("body", "etag"),
+    [
+        (b'<?xml version="1.0" encoding="UTF-8"?>\n' + _RESULT_NS + b"<LastModified>2024-01-01"
+         b"T00:00:00Z</LastModified><ETag>&quot;9b2c&quot;</ETag></CopyObjectResult>", '"9b2c"'),
+        (b"\n  \n" + b'<?xml version="1.0"?>' + b" " * 300 + _RESULT_NS
+         + b'<ETag>"9b2c-2"</ETag></CopyObjectResult>', '"9b2c-2"'),  # keep-alive whitespace
+        (b'<CopyObjectResult><ETag> "x" </ETag></CopyObjectResult>', '"x"'),  # no namespace
+    ],
+)  # fmt: skip
+def test_copy_results_are_parsed(body: bytes, etag: str) -> None:
+    assert copy_result_etag(body, S3ErrorContext("copy", "k", "bkt")) == etag
+
+
+@pytest.mark.parametrize(
+    ("body", "context", "expected", "match"),
+    [
+        (b"<Error><Code>InternalError</Code><Message>retry</Message></Error>", {},
+         ServerError, "InternalError: retry .sent in a 200 response"),
+        (b"<Error><Code>SlowDown</Code></Error>", {}, ThrottledError, "SlowDown"),
+        (b"<?xml version='1.0'?><Error><Code>PreconditionFailed</Code></Error>",
+         {"expected": VersionInfo(etag='"e"')}, PreconditionFailedError, "200 response"),
+        (b"<Error><Code>NoSuchKey</Code></Error>", {}, ObjectNotFoundError, "'k'"),
+        (b"<Error></Error>", {}, ServerError, "sent in a 200 response"),
+        (b"", {}, ResponseIntegrityError, "empty body"),
+        (b"  \r\n ", {}, ResponseIntegrityError, "empty body"),
+        (b"<html><body>502 from a proxy</body></html>", {}, ResponseIntegrityError, "'html'"),
+        (b"<CopyObjectResult><ETag>&quot;a", {}, ResponseIntegrityError, "well-formed"),
+        (b"<CopyObjectResult></CopyObjectResult>", {}, ResponseIntegrityError, "no usable ETag"),
+        (b"<CopyObjectResult><ETag>&quot;a&#13;&#10;x: y&quot;</ETag></CopyObjectResult>", {},
+         ResponseIntegrityError, "no usable ETag"),  # would inject a header if sent back
+        (b'<!DOCTYPE r [<!ENTITY e "x">]><CopyObjectResult><ETag>&e;</ETag></CopyObjectResult>',
+         {}, ResponseIntegrityError, "document type"),
+        (b"<ListBucketResult/>", {}, ResponseIntegrityError, "'ListBucketResult'"),
+    ],
+)  # fmt: skip
+def test_copy_results_that_are_errors_or_neither(
+    body: bytes, context: dict[str, Any], expected: type[BaseException], match: str
+) -> None:
+    """An Error body is the error it names, as a 500 (as botocore maps it); any other body
+    than a CopyObjectResult with an ETag is an integrity error (retried)."""
+    with pytest.raises(expected, match=match) as raised:
+        copy_result_etag(body, S3ErrorContext("copy", "k", "bkt", **context))
+    assert type(raised.value) is expected
 
 
 # --- the lean GET signer against botocore's own -------------------------------------------
@@ -1480,6 +1531,87 @@ async def test_a_body_cut_short_is_read_again(
     assert len(truncated) == 3
     ranged = [r for r in s3_proxy.recorded("GET") if "range" in r.headers]
     assert len(ranged) == 4  # 3 parts, one of them read twice
+
+
+def _copies(proxy: RecordingProxy) -> list[RecordedRequest]:
+    return [r for r in proxy.recorded("PUT") if "x-amz-copy-source" in r.headers]
+
+
+COPY_KEYS = ["a b", "unicodé/ключ/鍵/🧊", "x+y", "100%/%41", "~t!'()*;=@&$,", "plain"]
+
+
+async def test_copies_on_the_lean_path(
+    s3_proxy: RecordingProxy, bucket: str, s3_admin: Any, aws_isolated: Path
+) -> None:
+    """CopyObject against moto (the proxy enforces ``x-amz-copy-source-if-match``, which moto
+    ignores): keys that need percent-encoding copy the right object, a stale condition is
+    PreconditionFailedError and copies nothing, a missing source is ObjectNotFoundError,
+    and none of it builds an aiobotocore client."""
+    storage = make(s3_proxy.url, bucket)
+    async with storage:
+        for key in COPY_KEYS:
+            version = await storage.put(key, key.encode())
+            copied = await storage.copy(key, f"copies/{key}", if_version=version)
+            raw = s3_admin.get_object(Bucket=bucket, Key=f"p/copies/{key}")
+            assert raw["Body"].read() == key.encode()
+            assert copied == VersionInfo(etag=raw["ETag"])
+            await storage.copy(f"copies/{key}", f"again/{key}")
+            assert bytes((await storage.get(f"again/{key}")).data) == key.encode()
+        stale = await storage.put("src", b"1")
+        await storage.put("src", b"2")
+        s3_proxy.clear()
+        with pytest.raises(PreconditionFailedError, match="no longer at the expected version"):
+            await storage.copy("src", "dst", if_version=stale)
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("missing", "dst")
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("missing", "dst", if_version=stale)
+        assert not await storage.exists("dst")
+        assert [r.status for r in _copies(s3_proxy)] == [412, 404, 404]  # none retried
+        clients = storage._loops.peek()
+        assert clients is not None
+        assert clients._s3 is None
+
+
+def _is_copy(request: RecordedRequest) -> bool:
+    return "x-amz-copy-source" in request.headers
+
+
+async def test_a_copy_that_fails_in_a_200_response(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path
+) -> None:
+    """S3 reports an error found during a copy in a 200 response's body: InternalError is
+    retried, PreconditionFailed is the failed condition and NoSuchKey the missing source
+    (neither retried); a 200 body that is neither an Error nor a CopyObjectResult with an
+    ETag, or larger than a result can be, is retried and then given up on."""
+    storage = make(s3_proxy.url, bucket)
+    async with storage:
+        version = await storage.put("src", b"data")
+        s3_proxy.clear()
+        s3_proxy.inject("status", _is_copy, status=200, code="InternalError")
+        copied = await storage.copy("src", "dst", if_version=version)
+        assert copied == (await storage.head("dst")).version
+        s3_proxy.inject("status", _is_copy, status=200, code="PreconditionFailed")
+        with pytest.raises(PreconditionFailedError, match="sent in a 200 response"):
+            await storage.copy("src", "dst2", if_version=version)
+        s3_proxy.inject("status", _is_copy, status=200, code="NoSuchKey")
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("src", "dst2")
+        assert [r.fault for r in _copies(s3_proxy)] == ["status", None, "status", "status"]
+        assert not await storage.exists("dst2")
+        result = _RESULT_NS + b'<ETag>"e"</ETag></CopyObjectResult>'
+        for body in (
+            b"",
+            b"<html>bad gateway</html>",
+            b"<CopyObjectResult><LastModified>x</LastModified></CopyObjectResult>",
+            b" " * MAX_COPY_RESULT_BYTES + result,
+        ):
+            s3_proxy.clear()
+            s3_proxy.inject("status", _is_copy, status=200, body=body, times=100)
+            with pytest.raises(RetriesExhaustedError) as raised:
+                await storage.copy("src", "dst3")
+            assert isinstance(raised.value.__cause__, ResponseIntegrityError)
+            assert len(_copies(s3_proxy)) == FAST.retries.max_tries  # type: ignore[union-attr]
 
 
 async def test_botocore_does_not_retry_and_our_budget_is_exact(
