@@ -1,16 +1,15 @@
 """CopyObject's answer: S3 may report a failed copy as HTTP 200 with an ``<Error>`` body.
 
-S3 sends the status line of a CopyObject before the copy is done (and keep-alive whitespace
-while it runs), so an error found during the copy arrives in a 200 response's body. botocore
-turns such a body (or one it cannot parse) into a 500 with the body's error code, so we do
-the same: a PreconditionFailed body is the failed condition, InternalError a server error
-(retried), NoSuchKey a missing source.
+S3 may send a CopyObject's status line before the copy is done, so an error found during
+the copy arrives in a 200 response's body. botocore turns such a body into a 500 with the
+body's error code, and so do we: a PreconditionFailed body is the failed condition,
+InternalError a server error (retried), NoSuchKey a missing source.
 
 The server is not trusted: the body is bounded by the transport
 (:data:`MAX_COPY_RESULT_BYTES`), a document type declaration is refused before parsing (no
 entity can expand), and a 200 body that is neither an ``Error`` nor a ``CopyObjectResult``
-with a plausible ETag is a :class:`~.._errors.ResponseIntegrityError` (retried: a copy is
-idempotent).
+with a plausible ETag is a :class:`~.._errors.ResponseIntegrityError` (retried, as botocore
+retries a body it cannot parse: a copy is idempotent).
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ from ._errors import S3ErrorContext, error_for_status
 __all__ = ["MAX_COPY_RESULT_BYTES", "copy_result_etag"]
 
 MAX_COPY_RESULT_BYTES: Final = 64 * 1024
-"""A CopyObjectResult is a few hundred bytes; S3's keep-alive whitespace during a long copy
-adds a byte every few seconds."""
+"""A CopyObjectResult is a few hundred bytes; the rest leaves room for whitespace before it
+(S3 may send some to keep a long request alive)."""
 
 _ETAG = re.compile(r'(?:W/)?"?[!#-~]{1,1000}"?')  # visible ASCII: it goes back into headers
 

@@ -1,12 +1,12 @@
 """The requests of S3's lean data plane, built exactly as botocore builds them.
 
 GetObject, PutObject, HeadObject, ListObjectsV2, DeleteObject and CopyObject go over the
-shared transport, signed by :class:`~._sigv4.SigV4Signer`. Each builder here returns the request
-target and the headers botocore would send for the same call (same path, query in the same
-order, same signed headers, same payload hash; tests compare them byte for byte with a fixed
-clock, and through the recording proxy), so a server cannot tell the two paths apart. The
-unsigned headers both paths send are :data:`UNSIGNED_HEADERS` (the aiobotocore client is
-brought to the same values by ``_client._normalise_unsigned``).
+shared transport, signed by :class:`~._sigv4.SigV4Signer`. Each builder here returns the
+request target and the headers botocore would send for the same call (same path, query in
+the same order, same signed headers, same payload hash; tests compare them byte for byte
+with a fixed clock, and through the recording proxy), so a server cannot tell the two paths
+apart. The unsigned headers both paths send are :data:`UNSIGNED_HEADERS` (the aiobotocore
+client is brought to the same values by ``_client._normalise_unsigned``).
 
 Payload hash: botocore signs the SHA-256 of a PutObject body over http and https alike
 unless a checksum header is present on https (then it streams an ``aws-chunked`` trailer
