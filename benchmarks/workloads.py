@@ -1188,7 +1188,7 @@ class NetRepository(_OnSnailmail):
 
 async def _repository_cycle(storage: Any, options: Options) -> None:
     """create, open, session, write, commit: warms what a repository uses (the lean
-    transport, and aiobotocore for the commit's copy)."""
+    transport)."""
     from icechunk_storage.zarr import ZarrStore
 
     repo = await ours("Repository").create_async(storage)

@@ -9,7 +9,8 @@ headers). It works two ways at once:
   ``<bucket>.<virtual_suffix>`` hosts (virtual-hosted addressing) are rewritten to
   path-style for moto, so addressing can be tested without DNS.
 
-Faults are injected per matching request: an error status with an S3 error code, a reset
+Faults are injected per matching request: a status with an S3 error document (or a body
+of the test's choosing: S3 reports some failed copies in a 200 response's body), a reset
 connection (nothing forwarded), a dropped response (forwarded, so the write happens, then the
 connection is cut), or a truncated body. It also enforces ``x-amz-copy-source-if-match``,
 which moto 5.2 ignores, so conditional copies can be tested. For refreshable-credential
@@ -89,6 +90,7 @@ class Fault:
     status: int = 503
     code: str = "SlowDown"
     delay: float = 0.0
+    body: bytes | None = None  # a "status" fault's body instead of an S3 error document
 
 
 def _error_body(code: str, message: str) -> bytes:
@@ -155,8 +157,9 @@ class RecordingProxy:
         status: int = 503,
         code: str = "SlowDown",
         delay: float = 0.0,
+        body: bytes | None = None,
     ) -> Fault:
-        fault = Fault(kind, match or (lambda _: True), times, status, code, delay)
+        fault = Fault(kind, match or (lambda _: True), times, status, code, delay, body)
         with self._lock:
             self.faults.append(fault)
         return fault
@@ -252,10 +255,11 @@ class RecordingProxy:
             recorded.fault = fault.kind
             if fault.kind == "status":
                 recorded.status = fault.status
+                answer = fault.body
+                if answer is None:
+                    answer = _error_body(fault.code, "injected by the test proxy")
                 return web.Response(
-                    status=fault.status,
-                    body=_error_body(fault.code, "injected by the test proxy"),
-                    content_type="application/xml",
+                    status=fault.status, body=answer, content_type="application/xml"
                 )
             if fault.kind == "reset":
                 return self._cut(request)

@@ -41,6 +41,8 @@ from icechunk_storage import (
     RangeByteRequest,
     RangeNotSatisfiableError,
     ReadOnlyStorageError,
+    Repository,
+    ResponseIntegrityError,
     RetriesExhaustedError,
     S3Credentials,
     S3Options,
@@ -63,6 +65,7 @@ from icechunk_storage import (
 )
 from icechunk_storage._backend import WRITE_ID_METADATA_KEY
 from icechunk_storage._s3._client import _add_headers, _normalise_unsigned
+from icechunk_storage._s3._copy import MAX_COPY_RESULT_BYTES, copy_result_etag
 from icechunk_storage._s3._errors import (
     MultipartUploadVanishedError,
     S3ErrorContext,
@@ -459,6 +462,55 @@ def test_error_mapping(
     assert isinstance(error_for_status(404, None, None, complete), MultipartUploadVanishedError)
 
 
+_RESULT_NS = b'<CopyObjectResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+
+
+@pytest.mark.parametrize(
+    ("body", "etag"),
+    [
+        (b'<?xml version="1.0" encoding="UTF-8"?>\n' + _RESULT_NS + b"<LastModified>2024-01-01"
+         b"T00:00:00Z</LastModified><ETag>&quot;9b2c&quot;</ETag></CopyObjectResult>", '"9b2c"'),
+        (b"\n  \n" + b'<?xml version="1.0"?>' + b" " * 300 + _RESULT_NS
+         + b'<ETag>"9b2c-2"</ETag></CopyObjectResult>', '"9b2c-2"'),  # keep-alive whitespace
+        (b'<CopyObjectResult><ETag> "x" </ETag></CopyObjectResult>', '"x"'),  # no namespace
+    ],
+)  # fmt: skip
+def test_copy_results_are_parsed(body: bytes, etag: str) -> None:
+    assert copy_result_etag(body, S3ErrorContext("copy", "k", "bkt")) == etag
+
+
+@pytest.mark.parametrize(
+    ("body", "context", "expected", "match"),
+    [
+        (b"<Error><Code>InternalError</Code><Message>retry</Message></Error>", {},
+         ServerError, "InternalError: retry .sent in a 200 response"),
+        (b"<Error><Code>SlowDown</Code></Error>", {}, ThrottledError, "SlowDown"),
+        (b"<?xml version='1.0'?><Error><Code>PreconditionFailed</Code></Error>",
+         {"expected": VersionInfo(etag='"e"')}, PreconditionFailedError, "200 response"),
+        (b"<Error><Code>NoSuchKey</Code></Error>", {}, ObjectNotFoundError, "'k'"),
+        (b"<Error></Error>", {}, ServerError, "sent in a 200 response"),
+        (b"", {}, ResponseIntegrityError, "empty body"),
+        (b"  \r\n ", {}, ResponseIntegrityError, "empty body"),
+        (b"<html><body>502 from a proxy</body></html>", {}, ResponseIntegrityError, "'html'"),
+        (b"<CopyObjectResult><ETag>&quot;a", {}, ResponseIntegrityError, "well-formed"),
+        (b"<CopyObjectResult></CopyObjectResult>", {}, ResponseIntegrityError, "no usable ETag"),
+        (b"<CopyObjectResult><ETag>&quot;a&#13;&#10;x: y&quot;</ETag></CopyObjectResult>", {},
+         ResponseIntegrityError, "no usable ETag"),  # would inject a header if sent back
+        (b'<!DOCTYPE r [<!ENTITY e "x">]><CopyObjectResult><ETag>&e;</ETag></CopyObjectResult>',
+         {}, ResponseIntegrityError, "document type"),
+        (b"<ListBucketResult/>", {}, ResponseIntegrityError, "'ListBucketResult'"),
+    ],
+)  # fmt: skip
+def test_copy_results_that_are_errors_or_neither(
+    body: bytes, context: dict[str, Any], expected: type[BaseException], match: str
+) -> None:
+    """An Error body is the error it names, as a 500 (as botocore maps it); any other body
+    than a CopyObjectResult with an ETag is an integrity error (retried)."""
+    with pytest.raises(expected, match=match) as raised:
+        copy_result_etag(body, S3ErrorContext("copy", "k", "bkt", **context))
+    assert type(raised.value) is expected
+
+
 # --- the lean GET signer against botocore's own -------------------------------------------
 
 FIXED_TIME = datetime(2026, 3, 4, 5, 6, 7)
@@ -611,6 +663,13 @@ _EMPTY_LISTING = (
 )
 
 
+_COPY_RESULT = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<CopyObjectResult '
+    b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LastModified>2024-01-01T00:00:00.000Z'
+    b"</LastModified><ETag>&quot;0123&quot;</ETag></CopyObjectResult>"
+)
+
+
 def _answer(request: Any) -> Any:
     from icechunk_storage._transport._mock import MockResponse
 
@@ -618,6 +677,8 @@ def _answer(request: Any) -> Any:
         return MockResponse(200, {"content-type": "application/xml"}, _EMPTY_LISTING)
     if request.method == "DELETE":
         return MockResponse(204)
+    if "x-amz-copy-source" in request.headers:
+        return MockResponse(200, {"content-type": "application/xml"}, _COPY_RESULT)
     return MockResponse(200, {"etag": '"0123"', "content-length": "0"})
 
 
@@ -627,8 +688,9 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
     config: tuple[Any, ...], checksum: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PutObject (plain, create, If-Match, content type, metadata with the write id, storage
-    class, checksums), HeadObject, ListObjectsV2 (delimiter, continuation token) and
-    DeleteObject: URL, signed headers, signature and payload hash equal botocore's."""
+    class, checksums), HeadObject, ListObjectsV2 (delimiter, continuation token),
+    DeleteObject and CopyObject (plain and conditional, the source key encoded as botocore
+    encodes a CopySource): URL, signed headers, signature and payload hash equal botocore's."""
     import botocore.auth
     import botocore.session
     from botocore.config import Config
@@ -681,7 +743,8 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
     client.meta.events.register("before-send.s3", _normalise_unsigned)  # as ours is set up
     client.meta.events.register("before-send.s3", _capture)
     extra = {"ChecksumAlgorithm": checksum.upper()} if checksum else {}
-    write_extra = {**extra, "RequestPayer": "requester"} if requester_pays else extra
+    payer = {"RequestPayer": "requester"} if requester_pays else {}
+    write_extra = {**extra, **payer}
 
     async def ours(key: str) -> None:
         await storage.put(key, b"body", content_type="application/x", metadata={"ic_kind": "a"})
@@ -691,6 +754,9 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
         await storage._list_page(f"{key}/", None, None)
         await storage._list_page("", "/", "tok+en/=x")
         await storage.delete(key)
+        copied = await storage.copy(key, f"chunks/{key}", if_version=VersionInfo(etag='"abc"'))
+        assert copied == VersionInfo(etag='"0123"')
+        await storage.copy(f"chunks/{key}", key)
 
     def write_id(index: int) -> str:
         sent = transport.requests[index].headers
@@ -739,6 +805,25 @@ def test_lean_writes_heads_lists_and_deletes_match_botocore_byte_for_byte(
                 {"Prefix": "", "MaxKeys": 1000, "ContinuationToken": "tok+en/=x", "Delimiter": "/"},
             ),
             ("delete_object", {"Key": key}),
+            (
+                "copy_object",
+                {
+                    "Key": f"chunks/{key}",
+                    "CopySource": {"Bucket": bucket, "Key": key},
+                    "CopySourceIfMatch": "abc",
+                    "StorageClass": "ONEZONE_IA",
+                    **payer,
+                },
+            ),
+            (
+                "copy_object",
+                {
+                    "Key": key,
+                    "CopySource": {"Bucket": bucket, "Key": f"chunks/{key}"},
+                    **klass,
+                    **payer,
+                },
+            ),
         ]
 
     for key in TRICKY_KEYS:
@@ -999,6 +1084,31 @@ async def test_a_server_cannot_tell_which_path_sent_a_request(
         await both(
             lambda: storage.get("chunks/a b"), lambda: client.get_object(Bucket=bucket, Key=key)
         )
+        current = (await storage.head("chunks/a b")).version
+        assert current.etag is not None
+        if_match = current.etag.strip('"')
+        payer = {"RequestPayer": "requester"} if options.get("requester_pays") else {}
+        copy_to = "meta/c d+é%~"
+        await both(
+            lambda: storage.copy("chunks/a b", copy_to, if_version=current),
+            lambda: client.copy_object(
+                Bucket=bucket,
+                Key=f"p/{copy_to}",
+                CopySource={"Bucket": bucket, "Key": key},
+                CopySourceIfMatch=if_match,
+                **payer,
+            ),
+        )
+        assert (pairs[-1][0].status, pairs[-1][1].status) == (200, 200)  # both copied
+        await both(
+            lambda: storage.copy(copy_to, "chunks/a b"),
+            lambda: client.copy_object(
+                Bucket=bucket,
+                Key=key,
+                CopySource={"Bucket": bucket, "Key": f"p/{copy_to}"},
+                **payer,
+            ),
+        )
         await storage.put("z", b"")
         storage._list_page_size = 1
         page = await storage._list_page("p/", None, None)
@@ -1019,7 +1129,7 @@ async def test_a_server_cannot_tell_which_path_sent_a_request(
             lambda: client.delete_object(Bucket=bucket, Key=key),
         )
     assert [ours.method for ours, _ in pairs] == [
-        "PUT", "PUT", "PUT", "HEAD", "GET", "GET", "GET", "DELETE"
+        "PUT", "PUT", "PUT", "HEAD", "GET", "PUT", "PUT", "GET", "GET", "DELETE"
     ]  # fmt: skip
     for ours, theirs in pairs:
         seen = (ours.method, ours.path, ours.query)
@@ -1256,9 +1366,10 @@ async def test_from_env_environment_variables(
 async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_shared(
     s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PUT, conditional PUT, GET, HEAD, LIST and DELETE of a fresh (unpickled) storage build
-    neither an aiobotocore client nor its pool; from-env storages of one loop walk botocore's
-    credential chain once, and again when the environment changes."""
+    """PUT, conditional PUT, GET, HEAD, LIST, DELETE, copy and conditional copy of a fresh
+    (unpickled) storage, and a repository's create and commit (which copies the repo info
+    object), build neither an aiobotocore client nor its pool; from-env storages of one loop
+    walk botocore's credential chain once, and again when the environment changes."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     template = make(s3_proxy.url, bucket, access_key_id=None, secret_access_key=None)
@@ -1271,6 +1382,12 @@ async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_share
         assert (await storage.head("k")).size == 1
         assert [i.key async for i in storage.list()] == ["k", "new"]
         await storage.delete("new")
+        copied = await storage.copy("k", "c", if_version=await storage.put("k", b"y"))
+        assert copied == (await storage.head("c")).version
+        await storage.copy("k", "c2")
+        assert bytes((await storage.get("c2")).data) == b"y"
+        for key in ("c", "c2"):
+            await storage.delete(key)
         clients = storage._loops.peek()
         assert clients is not None
         assert (clients._s3, clients.http) == (None, None)  # no SDK client, no aiohttp pool
@@ -1284,6 +1401,16 @@ async def test_the_chunk_path_builds_no_sdk_client_and_from_env_chains_are_share
     assert "Credential=OTHERKEY/" in s3_proxy.recorded()[-1].headers["authorization"]
     for storage in (first, second, third):
         await storage.aclose()
+    fresh = pickle.loads(pickle.dumps(make(s3_proxy.url, bucket, prefix="repo")))
+    repo = await Repository.create_async(fresh)
+    session = await repo.writable_session_async("main")
+    await session.storage.put("zarr.json", b"{}")
+    await session.commit_async("one")
+    assert any("x-amz-copy-source" in r.headers for r in s3_proxy.recorded("PUT"))
+    clients = fresh._loops.peek()
+    assert clients is not None
+    assert (clients._s3, clients.http) == (None, None)
+    await fresh.aclose()
 
 
 async def test_from_env_profile_in_shared_files(
@@ -1404,6 +1531,87 @@ async def test_a_body_cut_short_is_read_again(
     assert len(truncated) == 3
     ranged = [r for r in s3_proxy.recorded("GET") if "range" in r.headers]
     assert len(ranged) == 4  # 3 parts, one of them read twice
+
+
+def _copies(proxy: RecordingProxy) -> list[RecordedRequest]:
+    return [r for r in proxy.recorded("PUT") if "x-amz-copy-source" in r.headers]
+
+
+COPY_KEYS = ["a b", "unicodé/ключ/鍵/🧊", "x+y", "100%/%41", "~t!'()*;=@&$,", "plain"]
+
+
+async def test_copies_on_the_lean_path(
+    s3_proxy: RecordingProxy, bucket: str, s3_admin: Any, aws_isolated: Path
+) -> None:
+    """CopyObject against moto (the proxy enforces ``x-amz-copy-source-if-match``, which moto
+    ignores): keys that need percent-encoding copy the right object, a stale condition is
+    PreconditionFailedError and copies nothing, a missing source is ObjectNotFoundError,
+    and none of it builds an aiobotocore client."""
+    storage = make(s3_proxy.url, bucket)
+    async with storage:
+        for key in COPY_KEYS:
+            version = await storage.put(key, key.encode())
+            copied = await storage.copy(key, f"copies/{key}", if_version=version)
+            raw = s3_admin.get_object(Bucket=bucket, Key=f"p/copies/{key}")
+            assert raw["Body"].read() == key.encode()
+            assert copied == VersionInfo(etag=raw["ETag"])
+            await storage.copy(f"copies/{key}", f"again/{key}")
+            assert bytes((await storage.get(f"again/{key}")).data) == key.encode()
+        stale = await storage.put("src", b"1")
+        await storage.put("src", b"2")
+        s3_proxy.clear()
+        with pytest.raises(PreconditionFailedError, match="no longer at the expected version"):
+            await storage.copy("src", "dst", if_version=stale)
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("missing", "dst")
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("missing", "dst", if_version=stale)
+        assert not await storage.exists("dst")
+        assert [r.status for r in _copies(s3_proxy)] == [412, 404, 404]  # none retried
+        clients = storage._loops.peek()
+        assert clients is not None
+        assert clients._s3 is None
+
+
+def _is_copy(request: RecordedRequest) -> bool:
+    return "x-amz-copy-source" in request.headers
+
+
+async def test_a_copy_that_fails_in_a_200_response(
+    s3_proxy: RecordingProxy, bucket: str, aws_isolated: Path
+) -> None:
+    """S3 reports an error found during a copy in a 200 response's body: InternalError is
+    retried, PreconditionFailed is the failed condition and NoSuchKey the missing source
+    (neither retried); a 200 body that is neither an Error nor a CopyObjectResult with an
+    ETag, or larger than a result can be, is retried and then given up on."""
+    storage = make(s3_proxy.url, bucket)
+    async with storage:
+        version = await storage.put("src", b"data")
+        s3_proxy.clear()
+        s3_proxy.inject("status", _is_copy, status=200, code="InternalError")
+        copied = await storage.copy("src", "dst", if_version=version)
+        assert copied == (await storage.head("dst")).version
+        s3_proxy.inject("status", _is_copy, status=200, code="PreconditionFailed")
+        with pytest.raises(PreconditionFailedError, match="sent in a 200 response"):
+            await storage.copy("src", "dst2", if_version=version)
+        s3_proxy.inject("status", _is_copy, status=200, code="NoSuchKey")
+        with pytest.raises(ObjectNotFoundError):
+            await storage.copy("src", "dst2")
+        assert [r.fault for r in _copies(s3_proxy)] == ["status", None, "status", "status"]
+        assert not await storage.exists("dst2")
+        result = _RESULT_NS + b'<ETag>"e"</ETag></CopyObjectResult>'
+        for body in (
+            b"",
+            b"<html>bad gateway</html>",
+            b"<CopyObjectResult><LastModified>x</LastModified></CopyObjectResult>",
+            b" " * MAX_COPY_RESULT_BYTES + result,
+        ):
+            s3_proxy.clear()
+            s3_proxy.inject("status", _is_copy, status=200, body=body, times=100)
+            with pytest.raises(RetriesExhaustedError) as raised:
+                await storage.copy("src", "dst3")
+            assert isinstance(raised.value.__cause__, ResponseIntegrityError)
+            assert len(_copies(s3_proxy)) == FAST.retries.max_tries  # type: ignore[union-attr]
 
 
 async def test_botocore_does_not_retry_and_our_budget_is_exact(
@@ -1756,7 +1964,8 @@ async def test_one_pool_per_loop_shared_by_both_request_paths(
     storage = make(s3_proxy.url, bucket)
     await storage.put("k", b"v")
     await storage.get("k")
-    await storage.copy("k", "copied")  # aiobotocore: opens the pool
+    await storage.put("k2", b"v")
+    await storage.delete_many(["k2", "k3"])  # DeleteObjects, aiobotocore: opens the pool
     clients = storage._loops.peek()
     assert clients is not None
     assert clients.http is not None
@@ -1796,7 +2005,7 @@ async def test_pools_of_storages_nobody_closed_are_closed(
     async def use_without_closing() -> None:
         storage = make(moto_server.url, bucket)
         await storage.put("k", b"v")
-        await storage.copy("k", "copied")  # aiobotocore: opens the pool
+        await storage.delete_many(["k2", "k3"])  # DeleteObjects, aiobotocore: opens the pool
         clients = storage._loops.peek()
         assert clients is not None
         seen.append(clients.http)

@@ -93,8 +93,8 @@ async def _exercise(storage: Any) -> list[str]:
         except StorageError as exc:
             texts.append("".join(traceback.format_exception(exc)))
     await storage.put("k", b"v2", mode=version)
-    # A copy and a batch delete go through the provider's SDK where it has one (aiobotocore
-    # for S3), whose loggers then see signed headers: they must come out redacted too.
+    # A copy and a batch delete go through the provider's SDK where it has one (a batch delete
+    # through aiobotocore for S3), whose loggers then see signed headers: redacted too.
     await storage.copy("k", "k2")
     await storage.delete_many(["k", "k2"])
     await storage.aclose()

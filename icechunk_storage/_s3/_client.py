@@ -7,7 +7,7 @@ lazily on first use:
   limit), used by aiobotocore, which is handed a session class that reuses it instead of
   opening a pool of its own;
 * the :class:`~.._transport.TransportConfig` of the lean data plane (GET, PUT, HEAD, LIST,
-  DELETE), sent through the shared transport (our HTTP/1.1 client, or aiohttp behind a
+  DELETE, copy), sent through the shared transport (our HTTP/1.1 client, or aiohttp behind a
   proxy); the aiobotocore client and its pool are built only when a rare request needs it;
 * the aiobotocore client, with botocore's retries off (our retry loop is the only one),
   checksums only when required or asked for, custom headers added before signing, and the

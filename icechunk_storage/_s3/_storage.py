@@ -3,13 +3,14 @@
 Two request paths, one behaviour:
 
 * the lean data plane: chunk reads (``get``, split reads, ``get_if_changed``),
-  PutObject (conditional or not), HeadObject, ListObjectsV2 and DeleteObject are one
-  request each, signed by a standard-library SigV4 signer with a cached signing key (no
-  signature for anonymous access) and sent through the shared transport
+  PutObject (conditional or not), HeadObject, ListObjectsV2, DeleteObject and CopyObject
+  are one request each, signed by a standard-library SigV4 signer with a cached signing
+  key (no signature for anonymous access) and sent through the shared transport
   (``.._transport``), from and into the caller's buffers. Requests are built in
-  ``_wire.py`` exactly as botocore builds them; listings are parsed in ``_listing.py``.
+  ``_wire.py`` exactly as botocore builds them; listings are parsed in ``_listing.py``,
+  copy results (S3 reports some failed copies in a 200 body) in ``_copy.py``.
   aiobotocore costs ~4x more CPU per request, and building its client ~25 ms.
-* aiobotocore keeps what is rare or intricate: multipart uploads, copy, batch delete, a
+* aiobotocore keeps what is rare or intricate: multipart uploads, batch delete, a
   checksummed PUT that botocore streams as an ``aws-chunked`` trailer (https) or computes
   with awscrt (CRC32C, CRC64NVME), and the from-env credential chain (resolved without an
   S3 client, shared per loop).
@@ -63,6 +64,7 @@ from .._storage import Data, GetResult, ObjectInfo, PutMode, VersionInfo
 from .._transport import Request, Response, aclose_transport
 from ._auth import CredentialSource, FrozenCredentials
 from ._client import ClientSettings, LoopClients
+from ._copy import MAX_COPY_RESULT_BYTES, copy_result_etag
 from ._errors import (
     S3ErrorContext,
     error_for_status,
@@ -74,7 +76,7 @@ from ._listing import MAX_PAGE_BYTES, head_info, parse_list_page
 from ._location import S3Location
 from ._options import ChecksumAlgorithm, S3Options
 from ._sigv4 import EMPTY_SHA256, SigV4Signer
-from ._wire import checksum_headers, list_query, put_headers, signed
+from ._wire import checksum_headers, copy_headers, list_query, put_headers, signed
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -625,25 +627,34 @@ class S3Storage(BaseStorage):
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None
     ) -> VersionInfo:
-        params: dict[str, Any] = {
-            "Bucket": self._bucket,
-            "Key": destination,
-            "CopySource": {"Bucket": self._bucket, "Key": source},
-        }
+        """One CopyObject on the lean data plane, as botocore sends it (``copy_headers``);
+        S3 may answer 200 and report the failure in the body (``_copy.py``)."""
+        if_match = None
         if version is not None:
             if version.etag is None:
                 raise PreconditionFailedError(
                     source, version, f"Cannot copy {source!r} conditionally without an etag."
                 )
-            params["CopySourceIfMatch"] = _strip_quotes(version.etag)
-        storage_class = self._storage_class(destination)
-        if storage_class is not None:
-            params["StorageClass"] = storage_class
-        response = await self._request(
-            self._context("copy", source, expected=version),
-            lambda c: c.copy_object(**params),
+            if_match = _strip_quotes(version.etag)
+        location = (await self._clients()).location
+        assert location is not None
+        headers = copy_headers(
+            bucket=self._bucket,
+            source=source,
+            if_match=if_match,
+            storage_class=self._storage_class(destination),
+            write_headers=self._write_headers,
         )
-        return VersionInfo(etag=(response.get("CopyObjectResult") or {}).get("ETag"))
+        context = self._context("copy", source, expected=version)
+        response = await self._lean_send(
+            context,
+            "PUT",
+            location.uri(destination),
+            headers,
+            body=b"",  # botocore sends "content-length: 0", unsigned
+            max_body=MAX_COPY_RESULT_BYTES,
+        )
+        return VersionInfo(etag=copy_result_etag(response.body, context))
 
     async def _list_page(
         self, path_prefix: str, delimiter: str | None, token: str | None

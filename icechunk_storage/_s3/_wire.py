@@ -1,12 +1,12 @@
 """The requests of S3's lean data plane, built exactly as botocore builds them.
 
-GetObject, PutObject, HeadObject, ListObjectsV2 and DeleteObject go over the shared
-transport, signed by :class:`~._sigv4.SigV4Signer`. Each builder here returns the request
-target and the headers botocore would send for the same call (same path, query in the same
-order, same signed headers, same payload hash; tests compare them byte for byte with a fixed
-clock, and through the recording proxy), so a server cannot tell the two paths apart. The
-unsigned headers both paths send are :data:`UNSIGNED_HEADERS` (the aiobotocore client is
-brought to the same values by ``_client._normalise_unsigned``).
+GetObject, PutObject, HeadObject, ListObjectsV2, DeleteObject and CopyObject go over the
+shared transport, signed by :class:`~._sigv4.SigV4Signer`. Each builder here returns the
+request target and the headers botocore would send for the same call (same path, query in
+the same order, same signed headers, same payload hash; tests compare them byte for byte
+with a fixed clock, and through the recording proxy), so a server cannot tell the two paths
+apart. The unsigned headers both paths send are :data:`UNSIGNED_HEADERS` (the aiobotocore
+client is brought to the same values by ``_client._normalise_unsigned``).
 
 Payload hash: botocore signs the SHA-256 of a PutObject body over http and https alike
 unless a checksum header is present on https (then it streams an ``aws-chunked`` trailer
@@ -25,13 +25,14 @@ from urllib.parse import quote
 from ._auth import FrozenCredentials
 from ._location import S3Location
 from ._options import ChecksumAlgorithm
-from ._sigv4 import EMPTY_SHA256, SigV4Signer, canonical_query
+from ._sigv4 import EMPTY_SHA256, SigV4Signer, canonical_query, encode_path
 
 __all__ = [
     "NOT_SENT_WITH_PUT",
     "UNSIGNED_HEADERS",
     "USER_AGENT",
     "checksum_headers",
+    "copy_headers",
     "list_query",
     "signed",
     "wire_query",
@@ -128,6 +129,30 @@ def put_headers(
         headers["if-match"] = if_match
     if extra:
         headers.update(extra)
+    if write_headers:
+        headers.update(write_headers)
+    return headers
+
+
+def copy_headers(
+    *,
+    bucket: str,
+    source: str,
+    if_match: str | None,
+    storage_class: str | None,
+    write_headers: Mapping[str, str],
+) -> dict[str, str]:
+    """CopyObject's headers before signing (the request has no body).
+
+    ``x-amz-copy-source`` is ``bucket/key`` encoded as botocore encodes a ``CopySource``
+    dict: UTF-8, then everything but unreserved characters and ``/`` percent-encoded (the
+    same rule as the request path, so ``encode_path``). No metadata: S3 copies the source's.
+    The user's write headers come last and win, as on PutObject."""
+    headers = {"x-amz-copy-source": encode_path(f"{bucket}/{source}")}
+    if if_match is not None:
+        headers["x-amz-copy-source-if-match"] = if_match
+    if storage_class is not None:
+        headers["x-amz-storage-class"] = storage_class
     if write_headers:
         headers.update(write_headers)
     return headers
