@@ -47,7 +47,7 @@ def format_workload(workload_id: str, result: Mapping[str, Any]) -> str:
 
 
 def format_targets(targets: list[dict[str, Any]]) -> str:
-    lines = ["### Targets (issue 7 §2)", "", "| target | status | detail |", "|---|---|---|"]
+    lines = ["### Targets (issues 7, 17)", "", "| target | status | detail |", "|---|---|---|"]
     for target in targets:
         lines.append(f"| {target['text']} | {target['status']} | {target['detail']} |")
     return "\n".join(lines)
@@ -77,7 +77,7 @@ def _target(text: str, ok: bool | None, detail: str) -> dict[str, Any]:
 
 
 def check_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Issue 7's targets, judged on medians; "n/a" where a side did not run."""
+    """The issues' targets, judged on medians; "n/a" where a side did not run."""
     targets: list[dict[str, Any]] = []
     if "p1" in workloads:
         ours_cpu = _median(workloads, "p1", "ours", "cpu_us_per_get")

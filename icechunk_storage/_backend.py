@@ -457,18 +457,26 @@ class BaseStorage(Storage):
             # lost too), carries a write id to recognise it after a lost response.
             write_id = uuid.uuid4().hex
             user_metadata[WRITE_ID_METADATA_KEY] = write_id
+        sends = 0
+
+        def send_once() -> Awaitable[VersionInfo]:
+            nonlocal sends
+            sends += 1
+            return self._put_object(path, data, write_mode, content_type, user_metadata)
+
         try:
             if in_parts:
                 return await self._put_in_parts(
                     key, path, data, write_mode, content_type, user_metadata
                 )
-            return await self._call(
-                "put",
-                key,
-                lambda: self._put_object(path, data, write_mode, content_type, user_metadata),
-            )
-        except (ConditionFailedError, RetriesExhaustedError):
+            return await self._call("put", key, send_once)
+        except (ConditionFailedError, RetriesExhaustedError) as exc:
             if write_id is None:
+                raise
+            if isinstance(exc, ConditionFailedError) and sends == 1:
+                # Refused on its only send (adapters do not let a transport resend a
+                # conditional write): the condition failed on what was there before, never
+                # on our own write, so there is nothing of ours to look for.
                 raise
             version = await self._readback(path, write_id)
             if version is None:

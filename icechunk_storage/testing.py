@@ -237,6 +237,21 @@ class StorageConformance:
         result = await storage.get("k")
         assert (bytes(result.data), result.version) == (b"first", version)
 
+    async def test_a_refused_condition_costs_one_request(self, storage: Storage) -> None:
+        """A conditional write refused on its only send failed on what was there before it:
+        no read-back of the write id follows, so a refusal is one round trip."""
+        counted = InstrumentedStorage(storage)
+        first = await counted.put("k", b"1", mode="create")
+        await counted.put("k", b"2")
+        counted.reset()
+        with pytest.raises(AlreadyExistsError):
+            await counted.put("k", b"x", mode="create")
+        with pytest.raises(PreconditionFailedError):
+            await counted.put("k", b"y", mode=first)
+        assert counted.stats["put"].requests == 2
+        assert counted.stats["head"].requests == 0
+        assert bytes((await storage.get("k")).data) == b"2"
+
     async def test_update_only_if_still_at_version(self, storage: Storage) -> None:
         assert storage.capabilities.conditional_update
         first = await storage.put("k", b"1")

@@ -39,7 +39,13 @@ from icechunk_storage import (
 )
 from icechunk_storage._errors import ResponseIntegrityError, TLSVerificationError
 from icechunk_storage._transport import Request as HttpRequest
-from icechunk_storage._transport import _lean, get_transport, peek_transport
+from icechunk_storage._transport import (
+    TransportConfig,
+    _lean,
+    aclose_transport,
+    get_transport,
+    peek_transport,
+)
 from icechunk_storage._transport._aiohttp import AiohttpTransport
 from icechunk_storage._transport._lean import LeanTransport, request_head
 
@@ -293,6 +299,37 @@ async def test_a_stale_keep_alive_connection_is_replaced_without_a_retry(
         with pytest.raises(RetriesExhaustedError) as raised:
             await storage.get("obj")
         assert isinstance(raised.value.__cause__, ConnectionLostError)
+
+
+async def test_a_request_that_must_not_be_resent_fails_on_a_stale_connection(
+    server: FakeS3,
+) -> None:
+    """A conditional write says ``resend_if_stale=False``: the storage layer retries it,
+    knowing that a lost answer may hide its own write. Everything else is resent."""
+
+    async def hang_up(fake: FakeS3, writer: asyncio.StreamWriter, request: Request) -> bool:
+        return False
+
+    config = TransportConfig(origin=server.url)
+    transport = get_transport(config)
+    host = server.url.split("//", 1)[1]
+
+    def get(*, resend: bool) -> Awaitable[Any]:
+        request = HttpRequest("GET", f"/{BUCKET}/obj", {"host": host}, resend_if_stale=resend)
+        return transport.request(request, what="GET obj")
+
+    try:
+        assert (await get(resend=False)).status == 200
+        server.script(lambda r: r.connection == 1, hang_up)
+        with pytest.raises(ConnectionLostError, match="before responding"):
+            await get(resend=False)
+        assert [r.connection for r in server.requests] == [1, 1]
+        assert (await get(resend=True)).status == 200  # a new connection: nothing stale
+        server.script(lambda r: r.connection == 2, hang_up)
+        assert (await get(resend=True)).status == 200  # stale, resent on connection 3
+        assert [r.connection for r in server.requests] == [1, 1, 2, 2, 3]
+    finally:
+        await aclose_transport(config)
 
 
 async def test_the_pool_is_closed_by_aclose_and_rebuilt_per_loop(server: FakeS3) -> None:

@@ -273,9 +273,11 @@ class AzureStorage(BaseStorage):
         *,
         query: str = "",
         body: Data | None = None,
+        resend_if_stale: bool = True,
         **context: Any,
     ) -> Response:
         request, auth = await self._signed(method, path, headers, query, body)
+        request.resend_if_stale = resend_if_stale
         ctx = self._context(operation, path, auth, **context)
         transport = self._loops.get().http_transport()
         response = await transport.request(request, what=ctx.describe())
@@ -411,7 +413,15 @@ class AzureStorage(BaseStorage):
             headers["x-ms-blob-content-type"] = content_type
         for name, value in metadata.items():
             headers[META + name.lower()] = value
-        response = await self._send("put", "PUT", path, headers, body=data, mode=mode)
+        response = await self._send(
+            "put",
+            "PUT",
+            path,
+            headers,
+            body=data,
+            resend_if_stale=mode == "overwrite",  # see BaseStorage.put
+            mode=mode,
+        )
         return VersionInfo(etag=response.headers.get("etag"))
 
     async def _copy_object(

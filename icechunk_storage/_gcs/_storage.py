@@ -369,12 +369,14 @@ class GcsStorage(BaseStorage):
         what: str,
         body: bytes | bytearray | memoryview | None = None,
         extra: Mapping[str, str] | None = None,
+        resend_if_stale: bool = True,
     ) -> Response:
         headers = await self._headers_for(write)
         if extra:
             headers.update(extra)
         transport = self._transports.get().get()
-        return await transport.request(Request(method, target, headers, body), what=what)
+        request = Request(method, target, headers, body, resend_if_stale=resend_if_stale)
+        return await transport.request(request, what=what)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -523,6 +525,7 @@ class GcsStorage(BaseStorage):
             what=self._what("put", path),
             body=body,
             extra={"content-type": f"multipart/related; boundary={boundary}"},
+            resend_if_stale=mode == "overwrite",  # see BaseStorage.put
         )
         return self._written(response, "put", path, mode)
 

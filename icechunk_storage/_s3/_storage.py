@@ -349,6 +349,7 @@ class S3Storage(BaseStorage):
         body: bytes | bytearray | memoryview | None = None,
         payload_hash: str | None = None,
         max_body: int = 64 * 1024,
+        resend_if_stale: bool = True,
     ) -> Response:
         """One signed request that is not an object read; a non-2xx status is raised as
         our error (``error_for_status``), exactly as for reads."""
@@ -371,7 +372,9 @@ class S3Storage(BaseStorage):
         )
         # The transport raises only errors of our tree: no translation layer on this path.
         response = await clients.http_transport().request(
-            Request(method, target, headers, body), what=context.describe(), max_body=max_body
+            Request(method, target, headers, body, resend_if_stale=resend_if_stale),
+            what=context.describe(),
+            max_body=max_body,
         )
         status = response.status
         if 200 <= status < 300:
@@ -523,7 +526,12 @@ class S3Storage(BaseStorage):
             write_headers=self._write_headers,
         )
         response = await self._lean_send(
-            self._context("put", path, mode=mode), "PUT", location.uri(path), headers, body=data
+            self._context("put", path, mode=mode),
+            "PUT",
+            location.uri(path),
+            headers,
+            body=data,
+            resend_if_stale=mode == "overwrite",  # see BaseStorage.put
         )
         return VersionInfo(etag=response.headers.get("etag"))
 

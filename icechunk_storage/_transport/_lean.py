@@ -14,7 +14,9 @@ One request per connection at a time (no pipelining); a keep-alive pool of idle 
 per origin and loop. A connection is pooled again only when its response ended exactly
 where its framing said and nothing else is waiting on the socket; a connection whose
 response broke any rule is dropped. A failed or cancelled request aborts its connection at
-once, so nothing is ever written into a caller's buffer after the call returned.
+once, so nothing is ever written into a caller's buffer after the call returned. A reused
+connection that closes before any byte of the answer was a stale keep-alive: the request
+goes once more on a new connection, unless it says otherwise (``Request.resend_if_stale``).
 
 Time: every attempt has a deadline (:meth:`TransportConfig.deadline`), and a response must
 keep up a minimum throughput over each ``stream_timeout`` window (:mod:`._model`).
@@ -82,7 +84,8 @@ class _Failure(Exception):
 
 
 class _ClosedBeforeResponse(_Failure):
-    """Not a byte came back on a reused connection: a stale keep-alive, resent once."""
+    """Not a byte came back on a reused connection: a stale keep-alive, resent once (unless
+    the request is not ``resend_if_stale``)."""
 
 
 def request_head(request: Request) -> bytes:
@@ -674,7 +677,7 @@ class LeanTransport(PlannedTransport):
                 try:
                     response = await connection.exchange(head, request.body, plan, deadline)
                 except _ClosedBeforeResponse:
-                    if connection.served and attempt == 0:
+                    if connection.served and attempt == 0 and request.resend_if_stale:
                         continue  # a stale keep-alive connection: once more, on a new one
                     raise
                 except BaseException:

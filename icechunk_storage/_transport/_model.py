@@ -131,9 +131,14 @@ class TransportConfig:
 class Request:
     """One HTTP request. ``target`` is origin-form (``/path?query``), already encoded;
     ``headers`` have lower-case names and include ``host``; ``body`` is sent without a copy.
+
+    ``resend_if_stale``: whether a transport may send it once more, on a new connection,
+    when a reused keep-alive connection closed before any byte of the answer. Conditional
+    writes say no: if the first copy did land, the second fails its own condition, and only
+    the storage layer, which counts its attempts, knows to look for its own write then.
     """
 
-    __slots__ = ("body", "headers", "method", "target")
+    __slots__ = ("body", "headers", "method", "resend_if_stale", "target")
 
     def __init__(
         self,
@@ -141,11 +146,14 @@ class Request:
         target: str,
         headers: dict[str, str],
         body: bytes | bytearray | memoryview | None = None,
+        *,
+        resend_if_stale: bool = True,
     ) -> None:
         self.method = method
         self.target = target
         self.headers = headers
         self.body = body
+        self.resend_if_stale = resend_if_stale
 
     def __repr__(self) -> str:  # never the headers: they carry signatures and tokens
         size = len(self.body) if self.body is not None else 0
