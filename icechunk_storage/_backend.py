@@ -98,7 +98,7 @@ from ._storage import (
 )
 from ._transport import describe_range
 
-__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "ListPage"]
+__all__ = ["WRITE_ID_METADATA_KEY", "BaseStorage", "ListPage", "OneGetPerRead"]
 
 T = TypeVar("T")
 
@@ -860,6 +860,41 @@ class BaseStorage(Storage):
 
     def _reset_runtime(self) -> None:
         """Forget live clients and tasks (after unpickling or ``with_settings``)."""
+
+
+class OneGetPerRead(BaseStorage):
+    """A backend whose every read is one HTTP GET (S3, GCS, Azure). It implements ``_read``;
+    the three read primitives the base calls are derived here, once."""
+
+    @abc.abstractmethod
+    async def _read(
+        self,
+        operation: str,
+        path: str,
+        byte_range: ByteRequest | None,
+        *,
+        into: memoryview | None = None,
+        unless: VersionInfo | None = None,
+    ) -> tuple[GetResult | None, int, int | None]:
+        """One GET: ``(result, bytes written into into, the object's size if the response
+        told it)``. The result is None when the object is still at ``unless`` (a 304)."""
+
+    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
+        result, _, _ = await self._read("get", path, byte_range)
+        assert result is not None  # only a conditional read answers "unchanged"
+        return result
+
+    async def _read_into(
+        self, path: str, start: int, out: memoryview
+    ) -> tuple[VersionInfo, int, int | None]:
+        part = RangeByteRequest(start, start + len(out))
+        result, written, total = await self._read("get", path, part, into=out)
+        assert result is not None
+        return result.version, written, total
+
+    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
+        result, _, _ = await self._read("get_if_changed", path, None, unless=version)
+        return result
 
 
 def _relative(info: ObjectInfo, cut: int) -> ObjectInfo:

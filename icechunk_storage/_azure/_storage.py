@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from .._backend import BaseStorage, ListPage
+from .._backend import ListPage, OneGetPerRead
 from .._credentials import AnyAzureCredential, AzureCredentials
 from .._errors import (
     AuthenticationError,
@@ -105,7 +105,7 @@ def _last_modified(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class AzureStorage(BaseStorage):
+class AzureStorage(OneGetPerRead):
     """A container in an Azure storage account, under a prefix.
 
     Build it with :func:`azure_storage`. Construction does no I/O; clients are created per
@@ -293,10 +293,12 @@ class AzureStorage(BaseStorage):
         path: str,
         byte_range: ByteRequest | None,
         *,
-        if_none_match: str | None = None,
         into: memoryview | None = None,
+        unless: VersionInfo | None = None,
     ) -> tuple[GetResult | None, int, int | None]:
-        """One GET through the shared transport: (result or None for 304, written, total)."""
+        """One GET through the shared transport (``If-None-Match`` with the etag of
+        ``unless``): (result or None for 304, written, total)."""
+        if_none_match = unless.etag if unless is not None else None
         headers: dict[str, str] = {}
         if isinstance(byte_range, SuffixByteRequest):
             # Azure has no suffix ranges: find the size, then read that version's tail.
@@ -354,25 +356,6 @@ class AzureStorage(BaseStorage):
             raise RangeNotSatisfiableError(
                 f"{context.describe()}: the range starts at byte {start}, the end of the blob."
             ) from None
-
-    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _, _ = await self._read("get", path, byte_range)
-        assert result is not None
-        return result
-
-    async def _read_into(
-        self, path: str, start: int, out: memoryview
-    ) -> tuple[VersionInfo, int, int | None]:
-        part = RangeByteRequest(start, start + len(out))
-        result, written, total = await self._read("get", path, part, into=out)
-        assert result is not None
-        return result.version, written, total
-
-    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
-        if version.etag is None:
-            return await self._get_object(path, None)
-        result, _, _ = await self._read("get_if_changed", path, None, if_none_match=version.etag)
-        return result
 
     async def _head_object(self, path: str) -> ObjectInfo:
         response = await self._send("head", "HEAD", path, {})

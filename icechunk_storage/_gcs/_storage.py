@@ -39,7 +39,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
-from .._backend import BaseStorage, ListPage
+from .._backend import ListPage, OneGetPerRead
 from .._credentials import AnyGcsCredential, GcsCredentials
 from .._errors import (
     ConfigurationError,
@@ -180,7 +180,7 @@ def _json(response: Response, what: str) -> dict[str, Any]:
     return parsed
 
 
-class GcsStorage(BaseStorage):
+class GcsStorage(OneGetPerRead):
     """A GCS bucket under a prefix. Build it with :func:`gcs_storage`.
 
     Construction does no I/O; tokens and connections are per process and event loop, made on
@@ -417,23 +417,6 @@ class GcsStorage(BaseStorage):
             return None, 0, response.total  # the server ignored ifGenerationNotMatch
         written = response.written if response.written >= 0 else len(response.body)
         return GetResult(response.body, version), written, response.total
-
-    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _, _ = await self._read("get", path, byte_range)
-        assert result is not None
-        return result
-
-    async def _read_into(
-        self, path: str, start: int, out: memoryview
-    ) -> tuple[VersionInfo, int, int | None]:
-        part = RangeByteRequest(start, start + len(out))
-        result, written, total = await self._read("get", path, part, into=out)
-        assert result is not None
-        return result.version, written, total
-
-    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
-        result, _, _ = await self._read("get_if_changed", path, None, unless=version)
-        return result
 
     async def _head_object(self, path: str) -> ObjectInfo:
         what = self._what("head", path)

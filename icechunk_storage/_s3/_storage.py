@@ -45,7 +45,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .._backend import BaseStorage, ListPage
+from .._backend import ListPage, OneGetPerRead
 from .._credentials import AnyS3Credential, S3Credentials
 from .._errors import (
     ConfigurationError,
@@ -121,7 +121,7 @@ def _credential_kind(credentials: AnyS3Credential) -> str:
     }[type(credentials)]
 
 
-class S3Storage(BaseStorage):
+class S3Storage(OneGetPerRead):
     """An S3 bucket (or an S3-compatible one) under a prefix.
 
     Build it with :func:`s3_storage`, :func:`tigris_storage` or :func:`r2_storage`.
@@ -382,20 +382,18 @@ class S3Storage(BaseStorage):
         code, message = parse_error_body(bytes(response.body))
         raise error_for_status(status, code, message, context, response.headers)
 
-    async def _lean_get(
+    async def _read(
         self,
         operation: str,
         path: str,
         byte_range: ByteRequest | None,
-        if_none_match: str | None = None,
+        *,
         into: memoryview | None = None,
+        unless: VersionInfo | None = None,
     ) -> tuple[GetResult | None, int, int | None]:
-        """One signed GET through the shared transport; the body is read here, so a
-        failure mid-body is retried whole.
-
-        Returns ``(result, bytes written into into, object size)``; result None means
-        304 Not Modified.
-        """
+        """One signed GET through the shared transport (``If-None-Match`` with the etag of
+        ``unless``); the body is read here, so a failure mid-body is retried whole."""
+        if_none_match = unless.etag if unless is not None else None
         clients = await self._clients()
         location, signer = clients.location, clients.signer
         assert location is not None
@@ -423,27 +421,6 @@ class S3Storage(BaseStorage):
             return None, 0, None
         code, message = parse_error_body(bytes(response.body))
         raise error_for_status(status, code, message, context, response.headers)
-
-    async def _get_object(self, path: str, byte_range: ByteRequest | None) -> GetResult:
-        result, _, _ = await self._lean_get("get", path, byte_range)
-        assert result is not None
-        return result
-
-    async def _read_into(
-        self, path: str, start: int, out: memoryview
-    ) -> tuple[VersionInfo, int, int | None]:
-        part = RangeByteRequest(start, start + len(out))
-        result, written, total = await self._lean_get("get", path, part, into=out)
-        assert result is not None
-        return result.version, written, total
-
-    async def _get_object_if_changed(self, path: str, version: VersionInfo) -> GetResult | None:
-        if version.etag is None:
-            return await self._get_object(path, None)
-        result, _, _ = await self._lean_get(
-            "get_if_changed", path, None, if_none_match=version.etag
-        )
-        return result
 
     # --- aiobotocore requests ------------------------------------------------------------
 
