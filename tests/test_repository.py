@@ -387,6 +387,18 @@ def test_ids_are_unique_across_threads_and_a_fork() -> None:
     assert child.isdisjoint(new_id() for _ in range(10))
 
 
+def test_now_ms_is_the_current_utc_time_to_the_millisecond() -> None:
+    import time
+
+    for _ in range(3):  # built once per millisecond: each new millisecond gives a new stamp
+        before = datetime.now(UTC) - timedelta(milliseconds=1)
+        stamp = now_ms()
+        assert before <= stamp <= datetime.now(UTC)
+        assert stamp.utcoffset() == timedelta(0)
+        assert stamp.microsecond % 1000 == 0
+        time.sleep(0.003)
+
+
 async def test_objects_on_storage_match_the_documented_format() -> None:
     storage = in_memory_storage()
     repo = await Repository.create_async(storage)

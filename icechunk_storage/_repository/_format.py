@@ -31,9 +31,10 @@ import itertools
 import json
 import secrets
 import threading
+import time
 import zlib
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
@@ -139,10 +140,20 @@ def is_valid_id(value: object) -> bool:
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_last_now: tuple[int, datetime] = (-1, _EPOCH)
+
+
 def now_ms() -> datetime:
-    """The current UTC time at millisecond precision: what the manifest can store."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    """The current UTC time at millisecond precision: what the manifest can store.
+
+    Built once per millisecond (a session stamps every ``put``, thousands a second)."""
+    global _last_now
+    ms = time.time_ns() // 1_000_000
+    last = _last_now
+    if last[0] != ms:
+        last = _last_now = (ms, _EPOCH + timedelta(milliseconds=ms))
+    return last[1]
 
 
 def snapshot_key(snapshot_id: str) -> str:
