@@ -12,7 +12,7 @@ the public API:
 
 Then small writes: ``put`` of ``--put-count`` 1 KiB objects, ``--concurrency`` in flight,
 through ``local_filesystem_storage``, obstore's ``LocalStore`` (if installed) and a
-repository session, interleaved over ``--rounds`` rounds (median rates), and each round's
+repository session, taking turns over ``--rounds`` rounds (median rates), and each round's
 ratio of a session put's cost to a storage put's. ``--keys 0`` runs only the small writes.
 
 The bulk build writes the chunk files directly (no fsync) and hands the session its manifest
@@ -154,18 +154,22 @@ async def measure(root: str, keys: int, repeats: int) -> dict[str, float]:
     }
 
 
-async def _put_rate(put: Callable[[str, bytes], Awaitable[Any]], count: int, flight: int) -> float:
-    data = os.urandom(CHUNK)
+Put = Callable[[str, bytes], Awaitable[Any]]
+SLICE = 250
+"""Puts per turn: the arms take turns within a round, so a change of the machine's state
+(see :func:`puts`) lands on all of them."""
+
+
+async def _timed_puts(put: Put, keys: range, data: bytes, flight: int) -> float:
     limit = asyncio.Semaphore(flight)
 
     async def one(i: int) -> None:
         async with limit:
             await put(f"k/{i}", data)
 
-    await put("k/warm", data)
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
-    return count / (time.perf_counter() - started)
+    await asyncio.gather(*(one(i) for i in keys))
+    return time.perf_counter() - started
 
 
 async def puts(
@@ -173,10 +177,13 @@ async def puts(
 ) -> tuple[dict[str, float], list[float]]:
     """Median put rates, and each round's cost of a session put over a storage put.
 
-    The arms take turns going first (round ``r`` starts with arm ``r``), and nothing is
-    deleted until the last round: on ext4 without a journal, creating a file skips every
-    inode freed in the last minute or more, one by one, so files deleted just before a run
-    made its kernel time vary 2x and more (whichever arm ran after a deletion paid).
+    Within a round the arms take turns, ``SLICE`` puts each, the first turn going to arm
+    ``r`` in round ``r``; nothing is deleted until the last round. The machine's state moves
+    under the benchmark: on ext4 without a journal (this machine's), creating a file skips,
+    one by one, every inode freed in the last minute or more, so the kernel time of a
+    create varied 4x as other jobs (or our own cleanup) deleted files. With each arm's puts
+    in one go, a round's ratio ranged from 0.7x to 2.9x in one run; in turns, 0.94x to
+    1.18x.
     """
     import importlib.util
 
@@ -189,14 +196,14 @@ async def puts(
 
         obstore = _obstore
 
-    async def plain(root: str) -> Callable[[str, bytes], Awaitable[Any]]:
+    async def plain(root: str) -> Put:
         return local_filesystem_storage(root).put
 
-    async def in_session(root: str) -> Callable[[str, bytes], Awaitable[Any]]:
+    async def in_session(root: str) -> Put:
         repo = await Repository.create_async(local_filesystem_storage(root))
         return (await repo.writable_session_async("main")).storage.put
 
-    async def in_obstore(root: str) -> Callable[[str, bytes], Awaitable[Any]]:
+    async def in_obstore(root: str) -> Put:
         store = LocalStore(root, mkdir=True)
 
         async def put(key: str, data: bytes) -> Any:
@@ -204,7 +211,7 @@ async def puts(
 
         return put
 
-    arms: dict[str, Callable[[str], Awaitable[Callable[[str, bytes], Awaitable[Any]]]]] = {
+    arms: dict[str, Callable[[str], Awaitable[Put]]] = {
         "storage.put": plain,
         "session put": in_session,
     }
@@ -212,13 +219,22 @@ async def puts(
         arms["obstore put"] = in_obstore
     names = list(arms)
     rates: dict[str, list[float]] = {name: [] for name in names}
+    data = os.urandom(CHUNK)
     directory = tempfile.mkdtemp(dir=base, prefix="puts-")
     try:
         for round_ in range(rounds):
-            for n in range(len(names)):
-                name = names[(round_ + n) % len(names)]
-                put = await arms[name](os.path.join(directory, f"{round_}-{n}"))
-                rates[name].append(await _put_rate(put, count, flight))
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            ready: dict[str, Put] = {}
+            for name in order:
+                ready[name] = await arms[name](os.path.join(directory, f"{round_}-{name}"))
+                await ready[name]("k/warm", data)
+            took = dict.fromkeys(order, 0.0)
+            for start in range(0, count, SLICE):
+                for name in order:
+                    keys = range(start, min(start + SLICE, count))
+                    took[name] += await _timed_puts(ready[name], keys, data, flight)
+            for name in order:
+                rates[name].append(count / took[name])
     finally:
         shutil.rmtree(directory, ignore_errors=True)
     ratios = [a / b for a, b in zip(rates["storage.put"], rates["session put"], strict=True)]
