@@ -365,6 +365,40 @@ def test_ids_are_20_crockford_characters() -> None:
     assert not is_valid_id("short")
 
 
+def test_ids_are_unique_across_threads_and_a_fork() -> None:
+    """``new_id`` hands out random bytes read in batches: never the same twice, whether two
+    threads ask at once or a forked child asks for the ids its parent still holds."""
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: new_id(), range(4000)))
+    assert len(set(ids)) == 4000
+    new_id()  # the parent now holds the rest of a batch
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next ids, then leave without the parent's cleanup
+        try:
+            os.write(write, " ".join(new_id() for _ in range(10)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    assert len(child) == 10
+    assert child.isdisjoint(new_id() for _ in range(10))
+
+
+def test_now_ms_is_the_current_utc_time_to_the_millisecond() -> None:
+    import time
+
+    for _ in range(3):  # built once per millisecond: each new millisecond gives a new stamp
+        before = datetime.now(UTC) - timedelta(milliseconds=1)
+        stamp = now_ms()
+        assert before <= stamp <= datetime.now(UTC)
+        assert stamp.utcoffset() == timedelta(0)
+        assert stamp.microsecond % 1000 == 0
+        time.sleep(0.003)
+
+
 async def test_objects_on_storage_match_the_documented_format() -> None:
     storage = in_memory_storage()
     repo = await Repository.create_async(storage)

@@ -416,4 +416,10 @@ def test_the_scale_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "| 300 |" in out
     assert "| session put |" in out
+    assert "| session put cost / storage.put cost, per round | median " in out
     assert os.listdir(tmp_path) == []  # everything it wrote is gone
+    repo_scale.main(["--keys", "0", *flags[2:], "--path", str(tmp_path)])  # small writes only
+    out = capsys.readouterr().out
+    assert "| keys |" not in out
+    assert "| session put |" in out
+    assert os.listdir(tmp_path) == []

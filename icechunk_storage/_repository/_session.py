@@ -654,6 +654,8 @@ class SessionStorage(Storage):
     # --- writes ------------------------------------------------------------------------------
 
     def _check_mode(self, key: str, mode: PutMode, current: ManifestEntry | None) -> None:
+        if mode == "overwrite":
+            return  # no condition (what Zarr writes): nothing to check, per put
         mode = effective_write_mode(mode, self.settings, _IN_MEMORY_CONDITIONS, self)
         if mode == "create":
             if current is not None:
@@ -708,7 +710,8 @@ class SessionStorage(Storage):
             self._check_mode(key, mode, await session._entry(key))  # fail before uploading
         value = bytes(data)
         version = new_id()
-        threshold = session.repository.config.effective_inline_chunk_threshold_bytes
+        # not ``repository.config``, which merges configs on every call
+        threshold = session._repo._config.effective_inline_chunk_threshold_bytes
         if len(value) > threshold:
             async with session.repository._slot():
                 await self._storage.put(chunk_key(version), value)
