@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ._backend import WRITE_ID_METADATA_KEY, BaseStorage, ListPage
 from ._errors import (
@@ -65,6 +65,7 @@ from ._errors import (
 )
 from ._forks import forget_after_fork
 from ._local_root import local_os_errors, resolve_local_root  # issue 15
+from ._loops import LoopLocal
 from ._memory import LOCAL_DEFAULTS
 from ._ranges import ByteRequest, OffsetByteRequest, resolve_range
 from ._settings import StorageSettings
@@ -119,9 +120,77 @@ def _forget_pool_after_fork() -> None:
 forget_after_fork(_forget_pool_after_fork)
 
 
-async def _run(function: Callable[..., T], *args: object) -> T:
+_BATCH_CALLS = 32
+"""At most this many calls share one hop. A batch runs its calls one after another on one
+thread: for small files that beats spreading them over threads, which then take turns at
+the GIL (1 KiB puts, 32 in flight: 12,000/s in one batch, 7,500/s in batches of 8, 5,000/s
+in batches of 4, on 2 cores)."""
+_BATCH_BYTES = 1024 * 1024
+"""A batch closes once its puts carry this much data: large writes copy into the page cache
+without the GIL, so they gain from running on threads side by side."""
+
+_Call = tuple[Callable[..., Any], tuple[object, ...], "asyncio.Future[Any]"]
+
+
+class _Hops:
+    """The calls of one event loop waiting to cross to the pool. Calls made in the same turn
+    of the loop cross together, up to ``_BATCH_CALLS`` per hop: the hop itself (queueing to
+    a thread, waking the loop, the GIL passed to and fro between them) costs more than a
+    small file write; one per call made ``put`` a third slower than obstore's LocalStore."""
+
+    def __init__(self) -> None:
+        self.pending: list[_Call] = []
+        self.pending_bytes = 0
+
+    def submit(
+        self, function: Callable[..., T], args: tuple[object, ...], nbytes: int
+    ) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self.flush, loop)
+        self.pending.append((function, args, future))
+        self.pending_bytes += nbytes
+        if len(self.pending) >= _BATCH_CALLS or self.pending_bytes >= _BATCH_BYTES:
+            self.flush(loop)
+        return future
+
+    def flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self.pending, self.pending_bytes = self.pending, [], 0
+        if batch:
+            _executor().submit(_run_batch, loop, batch)
+
+
+_hops: LoopLocal[_Hops] = LoopLocal(_Hops)
+
+
+def _run_batch(loop: asyncio.AbstractEventLoop, batch: list[_Call]) -> None:
+    """On a pool thread: every call of the batch, then one wake-up of the loop for all."""
+    outcomes: list[tuple[asyncio.Future[Any], object, BaseException | None]] = []
+    for function, args, future in batch:
+        try:
+            outcomes.append((future, function(*args), None))
+        except BaseException as exc:  # handed to the caller, whatever it is
+            outcomes.append((future, None, exc))
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+        loop.call_soon_threadsafe(_settle, outcomes)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():  # the caller gave up; the call itself ran (as in any executor)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+async def _run(function: Callable[..., T], *args: object, nbytes: int = 0) -> T:
+    """``function(*args)`` on the pool (never on the loop), sharing the hop with the calls
+    made in the same turn of the loop (:class:`_Hops`); ``nbytes``: the data it writes."""
     with local_os_errors():  # issue 15: typed errors, never a raw OSError
-        return await asyncio.get_running_loop().run_in_executor(_executor(), function, *args)
+        return await _hops.get().submit(function, args, nbytes)
 
 
 # --- sync building blocks: each runs on a pool thread --------------------------------------
@@ -612,7 +681,15 @@ class LocalFileSystemStorage(BaseStorage):
         metadata: Mapping[str, str],
     ) -> VersionInfo:
         self._files.file(path)  # refuse reserved keys before any I/O
-        return await _run(self._files.put, path, data, mode, content_type, metadata)
+        return await _run(
+            self._files.put,
+            path,
+            data,
+            mode,
+            content_type,
+            metadata,
+            nbytes=data.nbytes if isinstance(data, memoryview) else len(data),
+        )
 
     async def _copy_object(
         self, source: str, destination: str, version: VersionInfo | None

@@ -248,7 +248,9 @@ class StorageConformance:
             await counted.put("k", b"x", mode="create")
         with pytest.raises(PreconditionFailedError):
             await counted.put("k", b"y", mode=first)
-        assert counted.stats["put"].requests == 2
+        # At most one request each (a session decides in memory and makes none); a
+        # read-back would add a HEAD to each.
+        assert counted.stats["put"].requests <= 2
         assert counted.stats["head"].requests == 0
         assert bytes((await storage.get("k")).data) == b"2"
 

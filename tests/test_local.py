@@ -14,9 +14,11 @@ from icechunk_storage import (
     AlreadyExistsError,
     ConfigurationError,
     InvalidKeyError,
+    ObjectNotFoundError,
     PreconditionFailedError,
     Storage,
     StorageSettings,
+    VersionInfo,
     local_filesystem_storage,
 )
 from icechunk_storage._local import RESERVED, LocalFileSystemStorage
@@ -155,3 +157,77 @@ async def test_filesystem_without_xattrs_refuses_metadata_clearly(
     version = await storage.put("c", b"1", mode="create")
     await storage.put("c", b"2", mode=version)
     assert bytes((await storage.get("c")).data) == b"2"
+
+
+# --- hops to the thread pool ---------------------------------------------------------------
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every batch of calls that crossed to the pool."""
+    from icechunk_storage import _local
+
+    sizes: list[int] = []
+    real = _local._run_batch
+
+    def counted(loop: asyncio.AbstractEventLoop, batch: list[object]) -> None:
+        sizes.append(len(batch))
+        real(loop, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_local, "_run_batch", counted)
+    return sizes
+
+
+async def test_calls_made_together_cross_to_the_pool_together(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    """One hop per batch, not per call: small puts issued in one turn of the loop run on one
+    pool thread, up to 32 per hop; large ones go on their own (they gain from threads)."""
+    storage = local_filesystem_storage(str(tmp_path))
+    await asyncio.gather(*(storage.put(f"small/{i}", b"x") for i in range(40)))
+    assert batches == [32, 8]
+    batches.clear()
+    big = b"y" * (600 * 1024)
+    await asyncio.gather(*(storage.put(f"big/{i}", big) for i in range(3)))
+    assert batches == [2, 1]  # a batch closes at 1 MiB of data
+    listed = [info.key async for info in storage.list("")]
+    assert len(listed) == 43
+    batches.clear()
+    await storage.put("alone", b"z")
+    assert batches == [1]
+
+
+async def test_each_call_of_a_batch_gets_its_own_outcome(
+    tmp_path: Path, batches: list[int]
+) -> None:
+    storage = local_filesystem_storage(str(tmp_path))
+    await storage.put("taken", b"first")
+    batches.clear()
+    outcomes = await asyncio.gather(
+        storage.put("a", b"1"),
+        storage.put("taken", b"second", mode="create"),
+        storage.get("missing"),
+        storage.put("b", b"2"),
+        return_exceptions=True,
+    )
+    assert batches == [4]
+    assert isinstance(outcomes[0], VersionInfo)
+    assert isinstance(outcomes[1], AlreadyExistsError)
+    assert isinstance(outcomes[2], ObjectNotFoundError)
+    assert isinstance(outcomes[3], VersionInfo)
+    assert bytes((await storage.get("taken")).data) == b"first"
+    assert bytes((await storage.get("b")).data) == b"2"
+
+
+async def test_a_cancelled_call_does_not_disturb_its_batch(tmp_path: Path) -> None:
+    storage = local_filesystem_storage(str(tmp_path))
+    tasks = [asyncio.create_task(storage.put(f"k{i}", b"v")) for i in range(5)]
+    await asyncio.sleep(0)  # all five submitted in one turn
+    tasks[2].cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert all(isinstance(r, VersionInfo) for i, r in enumerate(results) if i != 2)
+    # The cancelled put may still have landed (a thread cannot be stopped), never partly.
+    for i in range(5):
+        if i != 2:
+            assert bytes((await storage.get(f"k{i}")).data) == b"v"
