@@ -2,9 +2,10 @@
 
 * **Blocking work runs on a dedicated thread pool**, never on the event loop, through
   module-level sync functions. We measured a thread hop at 70-120 us of CPU on the target
-  machines, against ~13 us for a small ``os.pread``; so a batch of small reads from the chunk
-  fetch path crosses to a worker thread *once* (``_read_batch_size``), and aiofiles (three
-  hops per read: open, read, close) is not used.
+  machines, against ~13 us for a small ``os.pread``; so calls made in one turn of the loop
+  cross to the pool together (``_Hops``: up to 32 calls, or 1 MiB of puts, per hop), a batch
+  of small reads from the chunk fetch path crosses *once* (``_read_batch_size``), and
+  aiofiles (three hops per read: open, read, close) is not used.
 * **Writes are atomic**: a temporary file under ``<root>/.icechunk-storage/tmp`` is written
   and renamed into place, so a reader never sees half an object and a crashed process leaves
   no partial object (only a stray temporary file, never visible as an object).
