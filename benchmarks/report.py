@@ -162,6 +162,12 @@ def _write_targets(workloads: Mapping[str, Any]) -> list[dict[str, Any]]:
     for workload, metric, factor, name in (
         ("put", "cpu_us_per_put", 1.0, "put: CPU/PUT ≤ obstore"),
         ("put-create", "cpu_us_per_put", 1.0, "put-create: CPU/conditional create ≤ obstore"),
+        (
+            "put-create-s3rver",
+            "cpu_us_per_put",
+            1.0,
+            "put-create-s3rver: CPU/conditional create ≤ obstore (keep-alive)",
+        ),
         ("list", "cpu_us_per_key", 1.5, "list: CPU/listed key ≤ 1.5 x obstore"),
     ):
         if workload not in workloads:

@@ -786,6 +786,22 @@ class ConditionalPuts(SmallPuts):
         return self.options.create_count
 
 
+class ConditionalPutsKeepAlive(ConditionalPuts):
+    """The same conditional creates against s3rver, which keeps connections alive (as S3
+    does) but does not enforce the condition: the client's cost of the request itself,
+    without moto's new connection per request."""
+
+    id = "put-create-s3rver"
+    title = "Conditional create (If-None-Match: *) of N new keys, keep-alive server (s3rver)"
+    server = "s3rver"
+    metrics: ClassVar[tuple[Metric, ...]] = ConditionalPuts.metrics[:3]
+
+    async def run_round(self, slot: Slot, round_index: int) -> dict[str, float]:
+        result = await super().run_round(slot, round_index)
+        result.pop("refused_existing", None)  # s3rver does not enforce If-None-Match
+        return result
+
+
 class FreshPuts(Workload):
     """What a dask task pays: the store is unpickled, then written once; the first PUT's
     client CPU against the same copy's later PUTs (issue 17: at most 2 ms more)."""
@@ -1227,6 +1243,7 @@ WORKLOADS: tuple[type[Workload], ...] = (
     RefreshingCredentials,
     SmallPuts,
     ConditionalPuts,
+    ConditionalPutsKeepAlive,
     FreshPuts,
     Listing,
     SmallGetsAzure,
