@@ -773,7 +773,7 @@ class ConditionalPuts(SmallPuts):
     title = "Conditional create (If-None-Match: *) of N new keys"
     server = "moto"
     create = True
-    metrics = (
+    metrics: ClassVar[tuple[Metric, ...]] = (
         SmallPuts.metrics[0],
         Metric("puts_per_s", "PUTs/s", "PUT/s", "higher"),
         SmallPuts.metrics[2],
