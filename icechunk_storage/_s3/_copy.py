@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import re
 from typing import Final
-from xml.etree.ElementTree import Element, ParseError, fromstring
+from xml.etree.ElementTree import Element
 
 from .._errors import ResponseIntegrityError
 from ._errors import S3ErrorContext, error_for_status
+from ._xml import parse_untrusted_xml
 
 __all__ = ["MAX_COPY_RESULT_BYTES", "copy_result_etag"]
 
@@ -49,13 +50,7 @@ def copy_result_etag(body: bytes | bytearray | memoryview, context: S3ErrorConte
     data = bytes(body).lstrip()  # whitespace may precede the XML declaration
     if not data:
         raise ResponseIntegrityError(f"{what}: expected a CopyObjectResult, got an empty body.")
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ResponseIntegrityError(f"{what}: the response carries a document type declaration.")
-    try:
-        root = fromstring(data)
-    except ParseError as exc:
-        problem = f"{what}: the response is not well-formed XML ({exc})."
-        raise ResponseIntegrityError(problem) from None
+    root = parse_untrusted_xml(data, what, "the response")
     name = _local(root.tag)
     if name == "Error":
         message = _child_text(root, "Message")

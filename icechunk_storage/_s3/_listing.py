@@ -14,11 +14,11 @@ import datetime as _dt
 from email.utils import parsedate_to_datetime
 from typing import Final
 from urllib.parse import unquote_plus
-from xml.etree.ElementTree import ParseError, fromstring
 
 from .._backend import ListPage
 from .._errors import ResponseIntegrityError
 from .._storage import ObjectInfo, VersionInfo
+from ._xml import parse_untrusted_xml
 
 __all__ = ["MAX_PAGE_BYTES", "head_info", "parse_list_page"]
 
@@ -57,14 +57,7 @@ def parse_list_page(
 ) -> ListPage:
     """One ListObjectsV2 page (``encoding-type=url``) as a :class:`ListPage` whose object
     keys have their first ``cut`` characters (the storage prefix) cut off, checked first."""
-    data = bytes(body)
-    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
-        raise ResponseIntegrityError(f"{what}: the listing carries a document type declaration.")
-    try:
-        root = fromstring(data)
-    except ParseError as exc:
-        message = f"{what}: the listing is not well-formed XML ({exc})."
-        raise ResponseIntegrityError(message) from None
+    root = parse_untrusted_xml(bytes(body), what, "the listing")
     if root.tag != _NS + "ListBucketResult":
         raise ResponseIntegrityError(f"{what}: expected a ListBucketResult, got {root.tag!r}.")
     objects: list[ObjectInfo] = []
