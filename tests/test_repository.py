@@ -486,6 +486,22 @@ async def test_foreign_data_is_never_mistaken_for_a_repository(
     assert await keys_of(storage) == set(objects)  # nothing written
 
 
+async def test_an_empty_location_costs_one_listing_to_tell_apart() -> None:
+    """What every create finds, and every open of a missing repository: an empty prefix.
+    One GET of the info object and one listing decide it (the keys that would name foreign
+    content are probed only when something is there); a create adds only its own writes,
+    the conditions probe and one more listing."""
+    storage = InstrumentedStorage(in_memory_storage())
+    with pytest.raises(RepositoryNotFoundError):
+        await Repository.open_async(storage)
+    assert {name: stats.calls for name, stats in storage.stats.items()} == {"get": 1, "list": 1}
+    storage.reset()
+    await Repository.create_async(storage)
+    calls = {name: stats.calls for name, stats in storage.stats.items()}
+    assert "exists" not in calls
+    assert calls == {"get": 1, "list": 2, "put": 6, "delete": 1}
+
+
 # --- create, open, exists, config --------------------------------------------------------------
 
 

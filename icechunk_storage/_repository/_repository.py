@@ -873,22 +873,40 @@ def _not_a_repository(storage: Storage, found: str) -> NotARepositoryError:
     )
 
 
+_NAMED_BY = (
+    ("refs/branch.main/ref.json", "an Icechunk repository (spec v1: refs/branch.main/ref.json)"),
+    ("zarr.json", "a plain Zarr hierarchy ('zarr.json' at its root)"),
+    (".zgroup", "a plain Zarr hierarchy ('.zgroup' at its root)"),
+    (".zarray", "a plain Zarr hierarchy ('.zarray' at its root)"),
+)
+"""Keys that name what a location holds, most telling first."""
+
+
 async def _foreign_content(storage: Storage) -> str | None:
-    """What a location without our info object holds, if it is not (part of) ours."""
-    if await storage.exists("refs/branch.main/ref.json"):
-        return "an Icechunk repository (spec v1: refs/branch.main/ref.json)"
-    for key in ("zarr.json", ".zgroup", ".zarray"):
-        if await storage.exists(key):
-            return f"a plain Zarr hierarchy ({key!r} at its root)"
+    """What a location without our info object holds, if it is not (part of) ours. An empty
+    location (what every create finds) costs one listing request; only a location that holds
+    something is probed, concurrently, for the keys that name it."""
+    foreign: str | None = None
+    empty = True
     listing = storage.list("")
     try:
         async for found in listing:
+            empty = False
             if not found.key.startswith(_OUR_KEYS):
-                return f"objects that are not a repository (e.g. {found.key!r})"
+                foreign = found.key
+                break
     finally:
         close = getattr(listing, "aclose", None)
         if close is not None:
             await close()
+    if empty:
+        return None
+    present = await asyncio.gather(*(storage.exists(key) for key, _ in _NAMED_BY))
+    for (_, description), there in zip(_NAMED_BY, present, strict=True):
+        if there:
+            return description
+    if foreign is not None:
+        return f"objects that are not a repository (e.g. {foreign!r})"
     return None
 
 
