@@ -14,7 +14,10 @@ prefix). A failed page of a listing or part of an upload is retried alone.
                                     base turns "starts exactly at the end" into empty)
 ``_head_object(path)``              ObjectInfo with the key set to the path
 ``_put_object(path, data, mode,``   one atomic write; mode is "overwrite", "create" or a
-``content_type, metadata)``         VersionInfo; AlreadyExistsError / PreconditionFailedError
+``content_type, metadata)``         VersionInfo; AlreadyExistsError / PreconditionFailedError.
+                                    A conditional write is sent once, never again inside
+                                    the primitive: a refusal on the only send is final
+                                    (the base looks for its own write only after a retry)
 ``_copy_object(src, dst, v)``       server-side copy, conditional on the source's version
 ``_list_page(prefix, delim, tok)``  one page of a listing: :class:`ListPage` (keys are
                                     paths); ``prefix`` is "" or ends with "/"

@@ -205,8 +205,9 @@ async def run_demo(
         "get": f"{increments} increments + {lost_races} re-reads after a lost race read the "
         f"counter, + 1 final check{large_get}.",
         "put": f"{chunks} chunks{large_put} + 1 counter + {increments} increments + {lost_races} "
-        "lost races (errors, then retried). A lost race costs 2 requests: the write, and a "
-        "head that checks the object is not our own earlier write (lost-response recovery).",
+        "lost races (errors, then retried). A lost race costs 1 request: refused on its only "
+        "send, the write cannot have been our own (a head looks for our write id only after a "
+        "retry: lost-response recovery).",
         "get_many": f"{batches} {'batch' if batches == 1 else 'batches'} of up to {_BATCH} "
         "chunks + 1 call for the ranges. The local backend reads up to "
         f"{storage.inner._read_batch_size} small objects per request (one thread hop).",
