@@ -185,6 +185,7 @@ class GcsProxy:
         self.require_issued = False
         self.trusted_public_key: Any = None
         self.token_lifetime = 3600
+        self.rewrite_locations = True  # False: session URIs name the upstream, not us
         self._issued = 0
         self._sessions: dict[str, tuple[str, str]] = {}
         self._lock = threading.Lock()
@@ -225,6 +226,7 @@ class GcsProxy:
             self.require_issued = False
             self.trusted_public_key = None
             self.token_lifetime = 3600
+            self.rewrite_locations = True
 
     def inject(
         self, kind: str, match: Callable[[Recorded], bool], *, times: int = 1, status: int = 503
@@ -372,7 +374,7 @@ class GcsProxy:
         if fault is not None and fault.kind == "drop_response":
             return self._cut(request)
         location = out.get("Location")
-        if location is not None and location.startswith(self.upstream):
+        if location is not None and location.startswith(self.upstream) and self.rewrite_locations:
             out["Location"] = self.url + location[len(self.upstream) :]
         return web.Response(status=upstream.status, headers=out, body=data)
 

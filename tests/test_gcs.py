@@ -31,8 +31,10 @@ from icechunk_storage import (
     GcsStorage,
     PreconditionFailedError,
     StorageConcurrencySettings,
+    StorageError,
     StorageRetriesSettings,
     StorageSettings,
+    TransientError,
     VersionInfo,
     gcs_storage,
 )
@@ -368,6 +370,28 @@ async def test_conditional_read_and_copy_send_their_generation(
     assert gets[-1]["ifGenerationNotMatch"] == version.generation
     (rewrite,) = [r for r in gcs_proxy.recorded("POST") if "/rewriteTo/" in r.path]
     assert rewrite.query["ifSourceGenerationMatch"] == version.generation
+    await storage.aclose()
+
+
+async def test_a_session_uri_on_another_origin_is_refused_at_once(
+    gcs_proxy: GcsProxy, gcs_bucket: str
+) -> None:
+    """Behind this proxy the server names its own address in the session URI: the upload's
+    bytes would go around the endpoint we were given. Refused, not retried (it would say the
+    same again), and the message names both origins but not the session URI."""
+    gcs_proxy.rewrite_locations = False
+    settings = StorageSettings(minimum_size_for_multipart_upload=1024)
+    storage = _storage(gcs_proxy, gcs_bucket, anonymous=True).with_settings(settings)
+    with pytest.raises(StorageError) as raised:
+        await storage.put("big", b"x" * 4096)
+    assert not isinstance(raised.value, TransientError | RetriesExhaustedError)
+    message = str(raised.value)
+    assert gcs_proxy.upstream in message
+    assert gcs_proxy.url in message
+    assert "upload_id" not in message
+    starts = [r for r in gcs_proxy.recorded("POST") if r.query.get("uploadType")]
+    assert len(starts) == 1
+    assert gcs_proxy.recorded("PUT") == []
     await storage.aclose()
 
 

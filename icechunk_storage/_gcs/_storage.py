@@ -158,10 +158,11 @@ def _resource_version(resource: Mapping[str, Any]) -> VersionInfo:
     )
 
 
-def _object_info(resource: Mapping[str, Any]) -> ObjectInfo:
+def _object_info(resource: Mapping[str, Any], cut: int = 0) -> ObjectInfo:
+    """The ObjectInfo of an object resource, its name's first ``cut`` characters cut off."""
     metadata = resource.get("metadata") or {}
     return ObjectInfo(
-        key=str(resource["name"]),
+        key=str(resource["name"])[cut:],
         size=int(resource.get("size", 0)),
         last_modified=_timestamp(resource.get("updated")),
         version=_resource_version(resource),
@@ -549,8 +550,15 @@ class GcsStorage(OneGetPerRead):
         if parts.scheme == "" and parts.netloc == "" and parts.path.startswith("/"):
             pass  # a relative session URI
         elif (parts.scheme, parts.netloc) != (origin.scheme, origin.netloc):
-            raise TransientError(
-                f"{what}: the resumable session URI is not on {self._endpoint.origin}."
+            # Not retried: the server names itself differently from the endpoint we were
+            # given (an emulator started without -public-host, a proxy in between), and it
+            # will do so again. Only the origins are named: the URI carries the session id.
+            raise StorageError(
+                f"{what}: the server put the resumable upload session at "
+                f"{parts.scheme}://{parts.netloc}, not at the endpoint {self._endpoint.origin}; "
+                "we send the upload's bytes only to the endpoint. Set the endpoint "
+                "(google_base_url) to the address the server calls itself, or have the server "
+                "(or proxy) answer with the endpoint's address."
             )
         if not parts.path.startswith("/upload/"):
             raise TransientError(f"{what}: the server sent no resumable session URI.")
@@ -689,14 +697,17 @@ class GcsStorage(OneGetPerRead):
         if response.status != 200:
             raise self._fail(response, "list", path_prefix)
         page = _json(response, what)
-        objects = [_object_info(item) for item in page.get("items") or ()]
+        items = page.get("items") or ()
         prefixes = [str(p) for p in page.get("prefixes") or ()]
-        if any(not o.key.startswith(path_prefix) for o in objects) or any(
+        if any(not str(item.get("name", "")).startswith(path_prefix) for item in items) or any(
             not p.startswith(path_prefix) for p in prefixes
         ):
             raise TransientError(f"{what}: the server listed names outside the prefix.")
+        cut = self._key_cut
+        objects = [_object_info(item, cut) for item in items]
         next_token = page.get("nextPageToken")
-        return ListPage(objects, prefixes, str(next_token) if next_token else None)
+        token = str(next_token) if next_token else None
+        return ListPage(objects, prefixes, token, keys_relative=True)
 
     async def _delete_objects(
         self, paths: list[str]

@@ -243,7 +243,7 @@ def _kept_bytes(sink: Sink) -> bytes | bytearray | memoryview:
 class ReadPlan(BodyPlan):
     """An object GET for ``byte_range`` (None: the whole object), into ``into`` if given."""
 
-    __slots__ = ("_span", "_start", "_total", "byte_range", "into")
+    __slots__ = ("_span", "_total", "byte_range", "into")
 
     def __init__(
         self,
@@ -255,7 +255,6 @@ class ReadPlan(BodyPlan):
         super().__init__(what, method)
         self.byte_range = byte_range
         self.into = into
-        self._start = 0  # the first byte of the object the kept bytes begin at
         self._total: int | None = None
         self._span = 0  # bytes that must be kept
 
@@ -312,7 +311,7 @@ class ReadPlan(BodyPlan):
                 f"asked for {asked}, the Content-Range {value!r} covers {span} bytes but "
                 f"Content-Length is {length}."
             )
-        self._start, self._total, self._span = first, total, span
+        self._total, self._span = total, span
         if length is None:  # chunked: one byte of room to notice a longer body
             return Sink(length=None, cap=span + 1)
         return Sink(length=length, dest=self._dest(span), keep=span)
@@ -342,7 +341,7 @@ class ReadPlan(BodyPlan):
             start, end = resolve_range(self.byte_range, length)
         except RangeNotSatisfiableError:
             raise  # the object is shorter than the range's start: the contract's error
-        self._start, self._total, self._span = start, length, end - start
+        self._total, self._span = length, end - start
         stop = None
         if length - end > DISCARD_LIMIT:
             stop = end  # do not drain the rest: close the connection instead
@@ -384,7 +383,7 @@ class ReadPlan(BodyPlan):
                 f"body longer than {sink.cap} bytes."
             )
         start, end = resolve_range(self.byte_range, len(body))
-        self._start, self._total, self._span = start, len(body), end - start
+        self._total, self._span = len(body), end - start
         dest = self._dest(end - start)
         if dest is None:
             whole = start == 0 and end == len(body)
