@@ -883,3 +883,26 @@ async def test_an_upload_the_peer_stops_taking_is_a_stall() -> None:
     finally:
         await aclose_transports()
         await server.stop()
+
+
+async def test_a_dropped_conditional_write_is_sent_once(kind: str) -> None:
+    """The server takes a conditional PUT and drops the connection without an answer. It may
+    have written it: a second send would fail its own condition, and only our retry loop
+    knows to look for its own write then. So neither transport sends it again by itself
+    (aiohttp would: it resends an idempotent request once when the connection drops)."""
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await reader.readexactly(5)  # the body
+        writer.transport.abort()
+
+    client, server = await run_case(kind, drop)
+    try:
+        headers = {"host": client.host, "if-none-match": "*"}
+        request = Request("PUT", "/obj", headers, b"12345", resend_if_stale=False)
+        with pytest.raises(ConnectionLostError):
+            async with asyncio.timeout(DEADLINE):
+                await client.transport.request(request, what="put of 'obj'")
+        assert len(server.requests) == 1
+    finally:
+        await aclose_transports()
+        await server.stop()

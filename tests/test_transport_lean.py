@@ -10,10 +10,13 @@ The moto-based suites (``test_s3.py``, conformance) run the same path against mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -755,3 +758,40 @@ async def test_a_redirect_is_never_followed_and_names_the_real_region(
         with pytest.raises(ConfigurationError, match=r"region='eu-west-1'"):
             await storage.get("obj")
     assert len(server.requests) == 1  # not followed, not retried
+
+
+# --- the connect timeout ---------------------------------------------------------------------
+
+
+async def test_a_connect_that_never_completes_fails_at_the_connect_timeout(
+    aws_isolated: Path,
+) -> None:
+    """A server that listens but never completes the TCP handshake (its accept queue is
+    full, so the kernel drops our SYNs) fails the request at the connect timeout, naming
+    the endpoint and the timeout."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    for _ in range(3):  # fill the accept queue; later connects stay unanswered
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(address)
+        fillers.append(filler)
+    settings = StorageSettings(
+        retries=ONE_TRY, timeouts=StorageTimeoutSettings(connect_timeout_ms=300)
+    )
+    try:
+        async with make(f"http://127.0.0.1:{address[1]}", settings=settings) as storage:
+            started = time.monotonic()
+            with pytest.raises(RetriesExhaustedError) as raised:
+                await storage.get("obj")
+            assert 0.25 < time.monotonic() - started < 3
+            assert isinstance(raised.value.__cause__, StorageTimeoutError)
+            assert f"could not connect to 127.0.0.1:{address[1]} within 0.3 s" in str(raised.value)
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()

@@ -45,6 +45,7 @@ from .._limits import get_max_concurrent_requests
 from .._loops import shut_down_at_exit
 from .._redact import install_log_redaction, remember_secret
 from .._transport import Transport, TransportConfig, get_transport, proxy_for
+from .._transport._aiohttp import without_silent_resends
 from .._transport._tls import ssl_context as ssl_context_for
 from ._auth import CredentialSource, FrozenCredentials
 from ._errors import S3ErrorContext, s3_errors
@@ -378,16 +379,18 @@ class LoopClients:
             keepalive_timeout=KEEPALIVE_SECONDS,
             ttl_dns_cache=300,
         )
-        http = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=self.settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-                sock_read=self.settings.read_timeout,
-            ),
-            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-            skip_auto_headers={"Content-Type", "Accept"},
-            auto_decompress=False,  # objects are returned byte for byte, gzip or not
+        http = without_silent_resends(  # our retry loop is the only one (see there)
+            aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.settings.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                    sock_read=self.settings.read_timeout,
+                ),
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                skip_auto_headers={"Content-Type", "Accept"},
+                auto_decompress=False,  # objects are returned byte for byte, gzip or not
+            )
         )
         self._pool = pool = _Pool()
         pool.http = http

@@ -32,7 +32,7 @@ from ._tls import ssl_context
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "without_silent_resends"]
 
 _READ_SIZE = 256 * 1024
 _SKIP_AUTO = ("User-Agent", "Accept-Encoding", "Content-Type", "Accept")
@@ -47,6 +47,19 @@ def _close_session_soon(session: aiohttp.ClientSession, loop: asyncio.AbstractEv
         loop.call_soon_threadsafe(lambda: loop.create_task(session.close()))
 
 
+def without_silent_resends(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """``session`` with aiohttp's own resend turned off. aiohttp (3.10 and later) sends an
+    idempotent request, PUT included, a second time when the connection drops before the
+    answer. Our retry loop is the only one: it knows that a conditional write it sent twice
+    may have landed the first time, and looks for its own write id; a silent second send
+    would turn our own landed write into a conflict. aiohttp has no public switch; this is
+    the attribute its own test client sets (``tests/test_transport_hostile.py`` checks
+    that a dropped conditional PUT goes out once)."""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    return session
+
+
 class AiohttpTransport(PlannedTransport):
     """One aiohttp session (one connection pool) per origin and loop, through ``proxy``."""
 
@@ -58,19 +71,21 @@ class AiohttpTransport(PlannedTransport):
         context: ssl.SSLContext | bool = (
             ssl_context(config.ca_bundle) if config.scheme == "https" else False
         )
-        self._session = aiohttp.ClientSession(
-            # No keep-alive: aiohttp reads bytes that arrive after a response as the next
-            # response on a reused connection; we cannot check the socket before reuse as
-            # the lean transport does. A new connection per request is the price, behind a
-            # proxy only.
-            connector=aiohttp.TCPConnector(limit=0, ssl=context, force_close=True),
-            auto_decompress=False,
-            skip_auto_headers=_SKIP_AUTO,
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=config.connect_timeout,
-                sock_read=config.stream_timeout,
-            ),
+        self._session = without_silent_resends(
+            aiohttp.ClientSession(
+                # No keep-alive: aiohttp reads bytes that arrive after a response as the next
+                # response on a reused connection; we cannot check the socket before reuse as
+                # the lean transport does. A new connection per request is the price, behind a
+                # proxy only.
+                connector=aiohttp.TCPConnector(limit=0, ssl=context, force_close=True),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=config.connect_timeout,
+                    sock_read=config.stream_timeout,
+                ),
+            )
         )
         self._finalizer = weakref.finalize(self, _close_session_soon, self._session, self.loop)
 
