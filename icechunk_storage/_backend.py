@@ -52,7 +52,6 @@ import builtins
 import contextlib
 import copy
 import functools
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -76,6 +75,7 @@ from ._fetch import fetch_many, first_error, run_bounded
 from ._keys import join_key, normalize_list_prefix, normalize_prefix, strip_prefix, validate_key
 from ._limits import request_slots
 from ._observe import current_observer
+from ._random import random_hex
 from ._ranges import (
     ByteRequest,
     OffsetByteRequest,
@@ -458,7 +458,7 @@ class BaseStorage(Storage):
         if (write_mode != "overwrite" or in_parts) and settings.use_metadata:
             # Every conditional write, and every upload in parts (whose completion can be
             # lost too), carries a write id to recognise it after a lost response.
-            write_id = uuid.uuid4().hex
+            write_id = random_hex(16)
             user_metadata[WRITE_ID_METADATA_KEY] = write_id
         sends = 0
 

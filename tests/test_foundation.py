@@ -268,6 +268,30 @@ async def test_without_metadata_there_is_no_write_id_and_no_readback() -> None:
     assert (await storage.head("repo")).metadata == {}
 
 
+async def test_conditional_writes_carry_distinct_random_write_ids() -> None:
+    from icechunk_storage._backend import WRITE_ID_METADATA_KEY
+
+    storage = MemoryStorage()
+    ids = set()
+    for index in range(300):  # more than one batch of random bytes (4,096 / 16)
+        await storage.put(f"k{index}", b"v", mode="create")
+        ids.add((await storage.head(f"k{index}")).metadata[WRITE_ID_METADATA_KEY])
+    assert len(ids) == 300
+    assert all(len(write_id) == 32 and int(write_id, 16) >= 0 for write_id in ids)
+
+
+def test_random_bytes_are_never_handed_out_twice_and_refuse_odd_sizes() -> None:
+    from icechunk_storage._random import random_bytes, random_hex
+
+    drawn = [random_bytes(1000) for _ in range(20)]  # crosses batch ends: never a short piece
+    assert all(len(piece) == 1000 for piece in drawn)
+    assert len(set(drawn)) == 20
+    assert len(random_hex(16)) == 32
+    for count in (0, -1, 4097):
+        with pytest.raises(ValueError, match="count must be between 1 and 4096"):
+            random_bytes(count)
+
+
 class _HangingMemory(MemoryStorage):
     """Reads fail transiently after a pause, forever: only a deadline ends them."""
 

@@ -29,7 +29,6 @@ import base64
 import bisect
 import itertools
 import json
-import secrets
 import threading
 import time
 import zlib
@@ -40,6 +39,7 @@ from typing import Any, Literal
 import attrs
 
 from .._forks import forget_after_fork
+from .._random import random_bytes
 from .._storage import Data
 from ._config import CompressionAlgorithm, RepositoryConfig, config_from_json, config_to_json
 from ._errors import RepositoryFormatError
@@ -100,33 +100,12 @@ _END_OF_TIME = datetime(3000, 1, 1, tzinfo=UTC)
 
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 """Two characters per 10 bits: an id is 10 lookups."""
-_IDS_PER_READ = 256
-_id_lock = threading.Lock()
-_random_bytes: list[bytes] = []
-
-
-def _forget_random_bytes() -> None:
-    """A forked child must not hand out the ids its parent still holds."""
-    global _id_lock, _random_bytes
-    _id_lock, _random_bytes = threading.Lock(), []
-
-
-forget_after_fork(_forget_random_bytes)
 
 
 def new_id() -> str:
-    """12 random bytes as 20 Crockford base32 characters (uppercase, no padding).
-
-    The bytes come from the OS (``secrets``) 256 ids at a time: every call to it releases
-    the GIL, and getting it back from the threads writing files cost ~50 us per id, the
-    largest cost of a session's ``put``. Each batch is handed out once (a lock; a forked
-    child drops its parent's).
-    """
-    with _id_lock:
-        if not _random_bytes:
-            batch = secrets.token_bytes(_ID_BYTES * _IDS_PER_READ)
-            _random_bytes.extend(batch[i : i + _ID_BYTES] for i in range(0, len(batch), _ID_BYTES))
-        raw = _random_bytes.pop()
+    """12 random bytes (from the OS, in batches: :mod:`.._random`) as 20 Crockford base32
+    characters (uppercase, no padding)."""
+    raw = random_bytes(_ID_BYTES)
     number = int.from_bytes(raw, "big") << 4  # 96 bits -> 100
     pairs = _PAIRS
     return "".join([pairs[(number >> shift) & 1023] for shift in range(90, -1, -10)])

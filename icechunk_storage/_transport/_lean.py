@@ -10,6 +10,11 @@ chunked bodies, are parsed by httptools (llhttp) out of a small per-connection s
 buffer; llhttp has no limit of its own, so the head is capped at :data:`MAX_RESPONSE_HEAD`,
 interim responses at :data:`MAX_INTERIM_RESPONSES`, trailers at :data:`MAX_TRAILER_BYTES`.
 
+Plain ``http`` connections run on :class:`._socket.PlainSocketTransport`, which costs a
+third less CPU per connection than asyncio's own transport (it matters where a server closes
+every connection); TLS connections, and loops that do not poll descriptors themselves, use
+``loop.create_connection``. The protocol is the same on both.
+
 One request per connection at a time (no pipelining); a keep-alive pool of idle connections
 per origin and loop. A connection is pooled again only when its response ended exactly
 where its framing said and nothing else is waiting on the socket; a connection whose
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import ipaddress
 import select
 import socket
@@ -55,6 +59,7 @@ from ._model import (
     TransportConfig,
     attempt_deadline,
 )
+from ._socket import open_plain_connection, supports_plain_sockets
 from ._tls import ssl_context
 
 __all__ = ["LeanTransport", "request_head"]
@@ -660,6 +665,7 @@ class LeanTransport(PlannedTransport):
         self._host = config.host
         self._port = config.port
         self._ssl = ssl_context(config.ca_bundle) if self._scheme == "https" else None
+        self._plain_sockets = self._ssl is None and supports_plain_sockets(self.loop)
         self._idle: collections.deque[_Connection] = collections.deque()
         self._all: set[_Connection] = set()
         self.spare_scratch: list[bytearray] = []  # of closed connections, for new ones
@@ -726,61 +732,78 @@ class LeanTransport(PlannedTransport):
             connection.abort()
         return None
 
-    async def _resolve(self) -> list[tuple[Any, ...]]:
+    def _known_addresses(self) -> list[tuple[Any, ...]] | None:
+        """The addresses to connect to, if known without a lookup (cached, or an IP)."""
         now = self.loop.time()
         if self._addresses and now - self._resolved_at < DNS_TTL:
             return self._addresses
         try:  # an IP address needs no lookup (and no thread hop)
             ip = ipaddress.ip_address(self._host)
         except ValueError:
-            pass
-        else:
-            family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-            self._addresses = [(family, (self._host, self._port))]
-            self._resolved_at = now
-            return self._addresses
+            return None
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        self._addresses = [(family, (self._host, self._port))]
+        self._resolved_at = now
+        return self._addresses
+
+    async def _look_up(self) -> list[tuple[Any, ...]]:
         infos = await self.loop.getaddrinfo(
             self._host, self._port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
         )
         if not infos:
             raise OSError(f"could not resolve {self._host!r}")
         self._addresses = [(family, address) for family, _, _, _, address in infos]
-        self._resolved_at = now
+        self._resolved_at = self.loop.time()
         return self._addresses
 
     async def _connect(self, what: str) -> _Connection:
+        """A new connection; the connect timeout covers the lookup and every address tried.
+
+        Plain connections time out on their own timer; only a lookup and a TLS connect go
+        through ``asyncio.timeout``, which costs a few futures more per connection."""
         if self._closed:
             raise ConnectionLostError(f"{what} failed: the transport is closed.")
         endpoint = f"{self._host}:{self._port}"
+        timeout = self.config.connect_timeout
+        deadline = None if timeout is None else self.loop.time() + timeout
         try:
-            async with asyncio.timeout(self.config.connect_timeout):
-                addresses = await self._resolve()
-                last: OSError | None = None
-                for family, address in addresses:
-                    try:
-                        _, protocol = await self.loop.create_connection(
-                            lambda: _Connection(self),
-                            host=address[0],
-                            port=address[1],
-                            family=family,
-                            ssl=self._ssl,
-                            server_hostname=self._host if self._ssl is not None else None,
+            addresses = self._known_addresses()
+            if addresses is None:
+                async with asyncio.timeout_at(deadline):
+                    addresses = await self._look_up()
+            last: OSError | None = None
+            for family, address in addresses:
+                try:
+                    protocol: asyncio.BaseProtocol
+                    if self._plain_sockets:
+                        protocol = await open_plain_connection(
+                            self.loop, family, address, lambda: _Connection(self), deadline
                         )
-                    except ssl.SSLError:
-                        raise
-                    except OSError as exc:
-                        last = exc
-                        continue
-                    assert isinstance(protocol, _Connection)
-                    if self._closed:  # closed while we connected
-                        protocol.abort()
-                        raise ConnectionLostError(f"{what} failed: the transport is closed.")
-                    self._all.add(protocol)
-                    self.connections_made += 1
-                    return protocol
-                assert last is not None
-                self._addresses = []  # resolve again next time
-                raise last
+                    else:
+                        async with asyncio.timeout_at(deadline):
+                            _, protocol = await self.loop.create_connection(
+                                lambda: _Connection(self),
+                                host=address[0],
+                                port=address[1],
+                                family=family,
+                                ssl=self._ssl,
+                                server_hostname=self._host if self._ssl is not None else None,
+                            )
+                except (ssl.SSLError, TimeoutError):
+                    raise  # a TLS failure is the server's; a timeout is the whole budget's
+                except OSError as exc:
+                    last = exc
+                    continue
+                assert isinstance(protocol, _Connection)
+                if self._closed:  # closed while we connected
+                    protocol.abort()
+                    raise ConnectionLostError(f"{what} failed: the transport is closed.")
+                self._all.add(protocol)
+                self.connections_made += 1
+                return protocol
+            assert last is not None
+            self._addresses = []  # resolve again next time
+            raise last
         except ssl.SSLCertVerificationError as exc:
             raise TLSVerificationError(
                 f"{what} failed: the TLS certificate of {endpoint} did not verify "
@@ -815,8 +838,9 @@ class LeanTransport(PlannedTransport):
 
     def _forget(self, connection: _Connection) -> None:
         self._all.discard(connection)
-        with contextlib.suppress(ValueError):  # not idle
-            self._idle.remove(connection)
+        idle = self._idle
+        if idle and connection in idle:
+            idle.remove(connection)
 
     async def aclose(self) -> None:
         """Close every connection, in use or idle; requests in flight fail (and retry)."""
