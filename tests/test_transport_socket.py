@@ -185,6 +185,37 @@ async def test_a_slow_reader_pauses_writing_and_gets_every_byte_in_order(peer: P
     server_side.close()
 
 
+async def test_aborting_as_the_tail_goes_out_leaves_nothing_registered_in_the_loop() -> None:
+    """``resume_writing`` may abort (its request just failed) in the very call that sent the
+    last pending bytes; the write callback must not outlive the socket, or a new socket
+    with the same descriptor number would inherit it."""
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+
+    class AbortOnResume(Recorder):
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            assert self.transport is not None
+            self.transport.abort()
+
+    protocol = AbortOnResume()
+    transport = PlainSocketTransport(loop, ours, protocol)
+    fd = ours.fileno()
+    tail = b"t" * (HIGH_WATER + 1)  # as if the kernel had refused it: pending, paused
+    transport._pending.append(memoryview(tail))
+    transport._pending_size = len(tail)
+    transport._writing_paused = True
+    transport._start_writing()
+    transport._write_ready()  # the socket pair takes it all, then resume_writing aborts
+    assert protocol.events[-1] == "resume"
+    assert await protocol.lost is None
+    assert not loop.remove_writer(fd)
+    assert not loop.remove_reader(fd)
+    assert theirs.recv(len(tail) + 1) == tail
+    theirs.close()
+
+
 async def test_close_sends_what_is_pending_first_then_loses_the_connection(peer: Peer) -> None:
     protocol = Recorder()
     transport, server_side = await connect(peer, protocol)

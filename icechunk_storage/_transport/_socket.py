@@ -134,6 +134,7 @@ class PlainSocketTransport(asyncio.Transport):
         "_protocol",
         "_reading",
         "_sock",
+        "_writing",
         "_writing_paused",
     )
 
@@ -153,6 +154,7 @@ class PlainSocketTransport(asyncio.Transport):
         self._closing = False
         self._lost = False  # connection_lost is scheduled or done
         self._reading = True
+        self._writing = False  # the write-ready callback is registered
         self._writing_paused = False
         protocol.connection_made(self)
         if not self._closing:
@@ -234,7 +236,7 @@ class PlainSocketTransport(asyncio.Transport):
             if sent == len(view):
                 return
             view = view[sent:]
-            self._loop.add_writer(self._fd, self._write_ready)
+            self._start_writing()
         self._pending.append(view)
         self._pending_size += len(view)
         if not self._writing_paused and self._pending_size > HIGH_WATER:
@@ -263,9 +265,19 @@ class PlainSocketTransport(asyncio.Transport):
             self._writing_paused = False
             self._call_protocol("resume_writing")  # may write more
         if not pending and not self._lost:
-            self._loop.remove_writer(self._fd)
+            self._stop_writing()
             if self._closing:
                 self._lose(None)
+
+    def _start_writing(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._write_ready)
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
 
     def get_write_buffer_size(self) -> int:
         return self._pending_size
@@ -309,10 +321,9 @@ class PlainSocketTransport(asyncio.Transport):
     def _force_close(self, exc: Exception | None) -> None:
         if self._lost:
             return
-        if self._pending:
-            self._pending.clear()
-            self._pending_size = 0
-            self._loop.remove_writer(self._fd)
+        self._pending.clear()
+        self._pending_size = 0
+        self._stop_writing()  # also when a callback aborted just as the tail went out
         self._closing = True
         self._stop_reading()
         self._lose(exc)
