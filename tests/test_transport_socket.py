@@ -196,7 +196,7 @@ async def test_aborting_as_the_tail_goes_out_leaves_nothing_registered_in_the_lo
     class AbortOnResume(Recorder):
         def resume_writing(self) -> None:
             super().resume_writing()
-            assert self.transport is not None
+            assert isinstance(self.transport, PlainSocketTransport)
             self.transport.abort()
 
     protocol = AbortOnResume()
