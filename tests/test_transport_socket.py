@@ -25,6 +25,7 @@ import pytest
 from icechunk_storage import (
     EndpointUnreachableError,
     RetriesExhaustedError,
+    S3Storage,
     StorageRetriesSettings,
     StorageSettings,
     s3_storage,
@@ -390,20 +391,25 @@ async def _echo_s3(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     writer.close()
 
 
-@pytest.mark.usefixtures("asyncio_sockets")
-async def test_the_lean_transport_also_runs_over_asyncios_transport(aws_isolated: Path) -> None:
-    server = await asyncio.start_server(_echo_s3, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    storage = s3_storage(
+def _storage(url: str, settings: StorageSettings | None = None) -> S3Storage:
+    return s3_storage(
         bucket="b",
         prefix=None,
-        endpoint_url=f"http://127.0.0.1:{port}",
+        endpoint_url=url,
         allow_http=True,
         force_path_style=True,
         region="us-east-1",
         access_key_id="AKIDEXAMPLE",
         secret_access_key="secret",
+        settings=settings,
     )
+
+
+@pytest.mark.usefixtures("asyncio_sockets")
+async def test_the_lean_transport_also_runs_over_asyncios_transport(aws_isolated: Path) -> None:
+    server = await asyncio.start_server(_echo_s3, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    storage = _storage(f"http://127.0.0.1:{port}")
     try:
         body = bytes(range(256)) * 4096  # 1 MiB: more than one write slice's worth of flow
         await storage.put("k", body)
@@ -425,15 +431,8 @@ async def test_the_lean_transport_also_runs_over_asyncios_transport(aws_isolated
 async def test_a_refused_connect_over_asyncios_transport_is_still_unreachable(
     aws_isolated: Path,
 ) -> None:
-    storage = s3_storage(
-        bucket="b",
-        prefix=None,
-        endpoint_url="http://127.0.0.1:1",
-        allow_http=True,
-        region="us-east-1",
-        access_key_id="AKIDEXAMPLE",
-        secret_access_key="secret",
-        settings=StorageSettings(retries=StorageRetriesSettings(max_tries=1)),
+    storage = _storage(
+        "http://127.0.0.1:1", StorageSettings(retries=StorageRetriesSettings(max_tries=1))
     )
     with pytest.raises(RetriesExhaustedError) as raised:
         await storage.put("k", b"v")
