@@ -312,6 +312,38 @@ def fake_idle(storage: S3Storage) -> int:
     return len(fast_pool(storage)._idle)
 
 
+async def test_new_connections_take_turns_over_the_names_addresses(
+    aws_isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with several addresses (as S3's has): the cached lookup is used in rotation,
+    one connection per address in turn, and an address of another family only as a
+    fallback."""
+    first, second = FakeS3({"obj": DATA}), FakeS3({"obj": DATA})
+    ports = [int((await fake.start()).rsplit(":", 1)[1]) for fake in (first, second)]
+    lookups: list[str] = []
+
+    async def getaddrinfo(host: str, port: int, **kwargs: Any) -> list[tuple[Any, ...]]:
+        lookups.append(host)
+        stream, tcp = socket.SOCK_STREAM, socket.IPPROTO_TCP
+        return [
+            (socket.AF_INET, stream, tcp, "", ("127.0.0.1", ports[0])),
+            (socket.AF_INET6, stream, tcp, "", ("::1", 1, 0, 0)),  # never reached
+            (socket.AF_INET, stream, tcp, "", ("127.0.0.1", ports[1])),
+        ]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    try:
+        async with make("http://s3.several-addresses.test:9000") as storage:
+            results = await asyncio.gather(*(storage.get("obj") for _ in range(6)))
+            assert all(result.data == DATA for result in results)
+            assert fast_pool(storage).connections_made == 6
+        assert (first.connections, second.connections) == (3, 3)
+        assert lookups == ["s3.several-addresses.test"]  # looked up once, then cached
+    finally:
+        await first.stop()
+        await second.stop()
+
+
 async def test_a_stale_keep_alive_connection_is_replaced_without_a_retry(
     server: FakeS3,
 ) -> None:

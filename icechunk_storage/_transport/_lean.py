@@ -671,6 +671,7 @@ class LeanTransport(PlannedTransport):
         self.spare_scratch: list[bytearray] = []  # of closed connections, for new ones
         self._addresses: list[tuple[Any, ...]] = []
         self._resolved_at = -DNS_TTL
+        self._turn = 0  # which address of the preferred family the next connection tries first
         self._closed = False
         self.connections_made = 0
 
@@ -756,6 +757,22 @@ class LeanTransport(PlannedTransport):
         self._resolved_at = self.loop.time()
         return self._addresses
 
+    def _in_turn(self, addresses: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """The order in which a new connection tries ``addresses``: those of the preferred
+        (first) family in rotation, then the others as fallbacks.
+
+        A name such as S3's answers with several addresses so that clients spread their
+        connections over them; the lookup is cached, so without the rotation every
+        connection of the next five minutes would go to the first one."""
+        if len(addresses) < 2:
+            return addresses
+        family = addresses[0][0]
+        preferred = [entry for entry in addresses if entry[0] == family]
+        fallbacks = [entry for entry in addresses if entry[0] != family]
+        turn = self._turn % len(preferred)
+        self._turn += 1
+        return preferred[turn:] + preferred[:turn] + fallbacks
+
     async def _connect(self, what: str) -> _Connection:
         """A new connection; the connect timeout covers the lookup and every address tried.
 
@@ -772,7 +789,7 @@ class LeanTransport(PlannedTransport):
                 async with asyncio.timeout_at(deadline):
                     addresses = await self._look_up()
             last: OSError | None = None
-            for family, address in addresses:
+            for family, address in self._in_turn(addresses):
                 try:
                     protocol: asyncio.BaseProtocol
                     if self._plain_sockets:
