@@ -386,11 +386,14 @@ class Obstore(Client):
         target = self.target
         self.store: Any
         if target.kind == "s3":
+            client_options: dict[str, Any] = {"allow_http": True}
+            if target.endpoint.startswith("https:"):  # the test CA: see workloads._OverTls
+                client_options["allow_invalid_certificates"] = True
             kwargs: dict[str, Any] = {
                 "endpoint": target.endpoint,
                 "region": target.region,
                 "virtual_hosted_style_request": False,
-                "client_options": {"allow_http": True},
+                "client_options": client_options,
             }
             if self.credentials is not None:
                 kwargs["credential_provider"] = ObstoreCallback(self.credentials)

@@ -5,6 +5,8 @@
   4-6 ms. Installed once into the cache directory with npm; started with exactly the flags of
   ``perf-baseline.md``. Its listing breaks on truncated pages (500 InternalError past 1,000
   keys) and it enforces no conditional writes, so those workloads use moto.
+  ``s3rver-tls`` is the same server over HTTPS, with a certificate for 127.0.0.1 from a
+  throwaway CA made by ``trustme`` (clients trust it through ``AWS_CA_BUNDLE``).
 * **moto** (``benchmarks._moto_server``: moto's own WSGI app and request handler, as
   ``moto_server`` runs them, plus a credential-expiry check and a seeding endpoint) where
   conditional writes, listing or credentials matter.
@@ -28,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,7 @@ __all__ = [
     "start_moto",
     "start_s3rver",
     "start_snailmail",
+    "tls_files",
 ]
 
 S3RVER_VERSION = "3.7.1"
@@ -81,6 +85,7 @@ class Server:
     anonymous_reads: bool
     data_dir: Path | None = None
     log_path: Path | None = None
+    ca_bundle: Path | None = None  # the CA that signed an https server's certificate
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -116,14 +121,21 @@ def free_port() -> int:
         return port
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+def _wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    what: str,
+    ca_bundle: Path | None = None,
+) -> None:
     """Any HTTP answer (403 included) means the server listens."""
+    context = None if ca_bundle is None else ssl.create_default_context(cafile=str(ca_bundle))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ServerUnavailableError(f"{what} exited with code {process.returncode}.")
         try:
-            with urllib.request.urlopen(url, timeout=1):
+            with urllib.request.urlopen(url, timeout=1, context=context):
                 return
         except urllib.error.HTTPError:
             return
@@ -177,8 +189,28 @@ def _spawn(
         log.close()
 
 
-def start_s3rver(cache_dir: Path, work_dir: Path) -> Server:
-    """s3rver with the baseline's flags, on a fresh filesystem store under ``work_dir``."""
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA (``trustme``) and a certificate it signed for 127.0.0.1: the paths of
+    the server's key, its certificate chain, and the CA's certificate (for clients)."""
+    import trustme
+
+    directory.mkdir(parents=True, exist_ok=True)
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1")
+    key_path, chain_path, ca_path = (
+        directory / "server-key.pem",
+        directory / "server-chain.pem",
+        directory / "ca.pem",
+    )
+    certificate.private_key_pem.write_to_path(str(key_path))
+    chain_path.write_bytes(b"".join(blob.bytes() for blob in certificate.cert_chain_pems))
+    authority.cert_pem.write_to_path(str(ca_path))
+    return key_path, chain_path, ca_path
+
+
+def start_s3rver(cache_dir: Path, work_dir: Path, *, tls: bool = False) -> Server:
+    """s3rver with the baseline's flags, on a fresh filesystem store under ``work_dir``;
+    ``tls``: over HTTPS (see :func:`tls_files`)."""
     executable = ensure_s3rver(cache_dir)
     data_dir = Path(tempfile.mkdtemp(prefix="s3rver-", dir=work_dir))
     port = free_port()
@@ -195,20 +227,25 @@ def start_s3rver(cache_dir: Path, work_dir: Path) -> Server:
         "--allow-mismatched-signatures",
         "--no-vhost-buckets",
     ]
+    ca_bundle = None
+    if tls:
+        key_path, chain_path, ca_bundle = tls_files(work_dir / f"s3rver-tls-{port}")
+        command += ["--key", str(key_path), "--cert", str(chain_path)]
     process = _spawn(command, log_path)
     server = Server(
-        name="s3rver",
+        name="s3rver over TLS" if tls else "s3rver",
         version=S3RVER_VERSION,
-        endpoint=f"http://127.0.0.1:{port}",
+        endpoint=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
         process=process,
         access_key_id=S3RVER_KEY,
         secret_access_key=S3RVER_KEY,
         anonymous_reads=True,
         data_dir=data_dir,
         log_path=log_path,
+        ca_bundle=ca_bundle,
     )
     try:
-        _wait_ready(server.endpoint + "/", process, 30, "s3rver")
+        _wait_ready(server.endpoint + "/", process, 30, "s3rver", ca_bundle)
     except BaseException:
         server.stop()
         raise
@@ -406,6 +443,7 @@ class ServerPool:
         self._failures: dict[str, str] = {}
         self._starters: dict[str, Callable[[], Server]] = {
             "s3rver": lambda: start_s3rver(self.cache_dir, self.work_dir),
+            "s3rver-tls": lambda: start_s3rver(self.cache_dir, self.work_dir, tls=True),
             "moto": lambda: start_moto(self.work_dir),
             "fake-gcs": lambda: start_fake_gcs(self.work_dir),
             "azurite": lambda: start_azurite(self.cache_dir, self.work_dir),

@@ -177,3 +177,49 @@ def test_verify_stamped_catches_wrong_data() -> None:
 def test_summarize_ignores_missing_values() -> None:
     assert summarize([3.0, float("nan"), 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
     assert summarize([float("nan")]) is None
+
+
+def test_the_tls_workloads_certificate_is_trusted_through_its_ca_only(tmp_path: Path) -> None:
+    """``p1-tls``/``p2-tls`` serve s3rver over HTTPS with :func:`tls_files`: a client that
+    trusts the CA file completes a handshake for 127.0.0.1; one with the default trust
+    store refuses the certificate."""
+    import socket
+    import ssl
+    import threading
+
+    from benchmarks.servers import tls_files
+
+    key_path, chain_path, ca_path = tls_files(tmp_path / "tls")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(chain_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve(count: int) -> None:
+        for _ in range(count):
+            connection, _ = listener.accept()
+            try:
+                with server_context.wrap_socket(connection, server_side=True) as tls:
+                    tls.sendall(tls.recv(5))
+            except (ssl.SSLError, OSError):
+                pass
+
+    thread = threading.Thread(target=serve, args=(2,), daemon=True)
+    thread.start()
+    try:
+        trusting = ssl.create_default_context(cafile=str(ca_path))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            trusting.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"hello")
+            assert tls.recv(5) == b"hello"
+        untrusting = ssl.create_default_context()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            pytest.raises(ssl.SSLCertVerificationError),
+        ):
+            untrusting.wrap_socket(raw, server_hostname="127.0.0.1")
+    finally:
+        thread.join(10)
+        listener.close()
